@@ -1,0 +1,72 @@
+// Package event names the log contract shared by the writer (proxy) and the
+// reader (report): event kinds and field keys of the JSON lines authgate
+// writes. Changing a value here is a breaking change of the log schema
+// described in the README; add names, never rename them.
+package event
+
+// Event kinds: the value of the FieldEvent key.
+const (
+	Auth          = "auth"
+	WSClose       = "ws_close"
+	Config        = "config"
+	UpstreamError = "upstream_error"
+	Start         = "start"
+	Stop          = "stop"
+)
+
+// Field keys. zerolog writes TimeFieldName, LevelFieldName and
+// MessageFieldName itself; they are repeated here for readers.
+const (
+	FieldTime      = "time"
+	FieldLevel     = "level"
+	FieldMessage   = "message"
+	FieldEvent     = "event"
+	FieldRoute     = "route"
+	FieldTransport = "transport" // "websocket" | "http"
+	FieldClass     = "class"
+	FieldAction    = "action"
+	FieldWould     = "would" // dry run: the action that would have applied
+	FieldStage     = "stage" // index into the class's stage list
+	FieldReason    = "reason"
+	FieldUser      = "user" // per log.user_ids: plain, hashed, or absent
+	FieldSource    = "token_source"
+	FieldVerified  = "verified"
+	FieldClientIP  = "client_ip"
+	FieldOrigin    = "origin"
+	FieldUserAgent = "user_agent"
+	FieldPath      = "path" // never with a query string
+	FieldRequestID = "request_id"
+	FieldCloseCode = "close_code"
+	FieldStatus    = "status"
+
+	FieldDurationMS = "duration_ms"
+	FieldBytesIn    = "bytes_in"
+	FieldBytesOut   = "bytes_out"
+	FieldClosedBy   = "closed_by" // "client" | "upstream" | "authgate"
+
+	FieldResult = "result" // config: "loaded" | "reloaded" | "rejected"
+	FieldError  = "error"
+)
+
+// Transports.
+const (
+	TransportWebSocket = "websocket"
+	TransportHTTP      = "http"
+)
+
+// Token classes, as logged in FieldClass.
+const (
+	ClassJWT        = "jwt"
+	ClassJWTExpired = "jwt_expired"
+	ClassJWTInvalid = "jwt_invalid"
+	ClassUUID       = "uuid"
+	ClassMalformed  = "malformed"
+	ClassMissing    = "missing"
+)
+
+// Actions, as logged in FieldAction and FieldWould.
+const (
+	ActionPass    = "pass"
+	ActionRewrite = "rewrite"
+	ActionReject  = "reject"
+)

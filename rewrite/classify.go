@@ -1,0 +1,328 @@
+package rewrite
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Class is what a token is. The zero value is ClassMissing.
+type Class uint8
+
+// Token classes (see SPEC "Classes").
+const (
+	ClassMissing    Class = iota // no source held a token
+	ClassMalformed               // neither a UUID nor a JWT, or over MaxTokenLen
+	ClassUUID                    // canonical 8-4-4-4-12 hex, normalised to lower case
+	ClassJWT                     // verified, or structurally valid and unexpired with no key
+	ClassJWTExpired              // past exp (plus leeway), otherwise valid
+	ClassJWTInvalid              // bad signature, unknown kid, disallowed alg, wrong aud/iss, nbf, no exp
+	numClasses
+)
+
+// NumClasses is the number of classes, for tables indexed by Class.
+const NumClasses = int(numClasses)
+
+var classNames = [...]string{"missing", "malformed", "uuid", "jwt", "jwt_expired", "jwt_invalid"}
+
+// String returns the class as logged and configured.
+func (c Class) String() string {
+	if int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return "unknown"
+}
+
+// ParseClass is the inverse of Class.String.
+func ParseClass(s string) (Class, bool) {
+	for i, n := range classNames {
+		if n == s {
+			return Class(i), true
+		}
+	}
+	return 0, false
+}
+
+// MaxTokenLen is the longest token authgate classifies; longer ones are
+// malformed without being parsed.
+const MaxTokenLen = 8 << 10
+
+// Result is a classified token.
+type Result struct {
+	Class Class
+	// Verified is true when a JWT's signature was checked with a
+	// configured key; false for unverified structural classification.
+	Verified bool
+	// Subject is the lower-case UUID, or a JWT's sub claim (which may be
+	// empty). It is an identifier, not a secret.
+	Subject string
+	// Expiry is a JWT's exp (zero for other classes).
+	Expiry time.Time
+	// Reason is a short, fixed text saying why (for example "signature
+	// invalid"); it never contains token material.
+	Reason string
+}
+
+// IsUUID reports whether s is a canonical 8-4-4-4-12 hex UUID in any case.
+func IsUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !isHex(c) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// looksLikeJWT reports whether s is three non-empty base64url segments
+// (JWS compact serialisation, RFC 7515 §7.1). It spares the parser the
+// obvious garbage and keeps "malformed" distinct from "jwt_invalid".
+func looksLikeJWT(s string) bool {
+	dots := 0
+	seg := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if seg == 0 {
+				return false
+			}
+			dots++
+			seg = 0
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			seg++
+		default:
+			return false
+		}
+	}
+	return dots == 2 && seg > 0
+}
+
+// KeySet resolves JWKS keys (keyfunc.Keyfunc satisfies it). The context
+// bounds how long an unknown kid may wait on a refetch.
+type KeySet interface {
+	KeyfuncCtx(ctx context.Context) jwt.Keyfunc
+}
+
+// VerifyConfig is how client JWTs are checked. The zero value verifies
+// nothing: JWTs are classified structurally and logged verified=false.
+type VerifyConfig struct {
+	// HS256Secret verifies HS256/384/512 tokens. Empty: HS tokens are
+	// jwt_invalid whenever any key is configured.
+	HS256Secret []byte
+	// JWKS verifies ES/RS/PS/EdDSA tokens by kid. Nil: such tokens are
+	// jwt_invalid whenever any key is configured.
+	JWKS KeySet
+	// HasJWKS says a jwks_url is configured even if JWKS is not yet set
+	// (check and explain run without network).
+	HasJWKS bool
+	// Algorithms is the allow-list; never contains "none".
+	Algorithms []string
+	Issuer     string // empty: not checked
+	Audience   string // empty: not checked
+	Leeway     time.Duration
+	// KeyTimeout bounds a JWKS lookup for an unknown kid (default 500ms).
+	KeyTimeout time.Duration
+}
+
+// Verifier classifies tokens. It is immutable and safe for concurrent use.
+type Verifier struct {
+	cfg      VerifyConfig
+	hsAlgs   []string // allowed HS algorithms when a secret is set
+	asymAlgs []string // allowed asymmetric algorithms when JWKS is set
+	methods  []string // hsAlgs + asymAlgs
+	noKeys   bool
+}
+
+// NewVerifier compiles cfg.
+func NewVerifier(cfg VerifyConfig) *Verifier {
+	if cfg.KeyTimeout <= 0 {
+		cfg.KeyTimeout = 500 * time.Millisecond
+	}
+	v := &Verifier{cfg: cfg}
+	for _, a := range cfg.Algorithms {
+		if strings.HasPrefix(a, "HS") {
+			if len(cfg.HS256Secret) > 0 {
+				v.hsAlgs = append(v.hsAlgs, a)
+			}
+		} else if cfg.JWKS != nil || cfg.HasJWKS {
+			v.asymAlgs = append(v.asymAlgs, a)
+		}
+	}
+	v.methods = append(append([]string(nil), v.hsAlgs...), v.asymAlgs...)
+	v.noKeys = len(cfg.HS256Secret) == 0 && cfg.JWKS == nil && !cfg.HasJWKS
+	return v
+}
+
+// CanVerify reports whether any key is configured.
+func (v *Verifier) CanVerify() bool { return !v.noKeys }
+
+// WithKeySet returns a copy of v that resolves asymmetric keys with ks.
+func (v *Verifier) WithKeySet(ks KeySet) *Verifier {
+	cfg := v.cfg
+	cfg.JWKS = ks
+	cfg.HasJWKS = ks != nil || cfg.HasJWKS
+	return NewVerifier(cfg)
+}
+
+// Config returns the configuration v was built from.
+func (v *Verifier) Config() VerifyConfig { return v.cfg }
+
+var (
+	errNoHSKey   = errors.New("no HS256 secret configured")
+	errNoJWKS    = errors.New("no JWKS available")
+	errAlgHeader = errors.New("alg header missing")
+)
+
+// Classify returns the class of token as of now. ctx bounds key lookups.
+func (v *Verifier) Classify(ctx context.Context, token string, now time.Time) Result {
+	switch {
+	case token == "":
+		return Result{Class: ClassMissing, Reason: "no token"}
+	case len(token) > MaxTokenLen:
+		return Result{Class: ClassMalformed, Reason: "token over 8 KiB"}
+	case IsUUID(token):
+		return Result{Class: ClassUUID, Subject: strings.ToLower(token), Reason: "legacy uuid"}
+	case !looksLikeJWT(token):
+		return Result{Class: ClassMalformed, Reason: "neither a uuid nor a jwt"}
+	}
+	if v.noKeys {
+		return v.classifyUnverified(token, now)
+	}
+	return v.classifyVerified(ctx, token, now)
+}
+
+func (v *Verifier) parserOptions(now time.Time) []jwt.ParserOption {
+	opts := make([]jwt.ParserOption, 0, 6)
+	opts = append(opts,
+		jwt.WithTimeFunc(func() time.Time { return now }),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(v.cfg.Leeway),
+	)
+	if v.cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
+	}
+	if v.cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
+	}
+	return opts
+}
+
+func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.Time) Result {
+	opts := append(v.parserOptions(now), jwt.WithValidMethods(v.methods))
+	var claims jwt.RegisteredClaims
+	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		alg, _ := t.Header["alg"].(string)
+		switch {
+		case alg == "":
+			return nil, errAlgHeader
+		case strings.HasPrefix(alg, "HS"):
+			// HS tokens meet only the shared secret, never a JWKS public
+			// key: the classic RS256->HS256 confusion (CVE-2015-9235).
+			if len(v.cfg.HS256Secret) == 0 {
+				return nil, errNoHSKey
+			}
+			return v.cfg.HS256Secret, nil
+		default:
+			if v.cfg.JWKS == nil {
+				return nil, errNoJWKS
+			}
+			kctx, cancel := context.WithTimeout(ctx, v.cfg.KeyTimeout)
+			defer cancel()
+			return v.cfg.JWKS.KeyfuncCtx(kctx)(t)
+		}
+	})
+	return resultFromError(err, &claims)
+}
+
+// classifyUnverified is used when no key is configured at all: the token
+// is parsed and its time, issuer and audience claims checked, but nothing
+// proves who signed it.
+func (v *Verifier) classifyUnverified(token string, now time.Time) Result {
+	var claims jwt.RegisteredClaims
+	t, _, err := jwt.NewParser().ParseUnverified(token, &claims)
+	if err != nil {
+		return Result{Class: ClassMalformed, Reason: "undecodable jwt"}
+	}
+	alg, _ := t.Header["alg"].(string)
+	if !contains(v.cfg.Algorithms, alg) {
+		return Result{Class: ClassJWTInvalid, Reason: "algorithm not allowed"}
+	}
+	err = jwt.NewValidator(v.parserOptions(now)...).Validate(claims)
+	r := resultFromError(err, &claims)
+	r.Verified = false
+	return r
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// resultFromError maps golang-jwt's error tree to a class and a reason.
+// Signature and key errors come first: an expired token with a bad
+// signature is invalid, not expired.
+func resultFromError(err error, claims *jwt.RegisteredClaims) Result {
+	r := Result{Subject: claims.Subject}
+	if claims.ExpiresAt != nil {
+		r.Expiry = claims.ExpiresAt.Time
+	}
+	if err == nil {
+		r.Class, r.Verified, r.Reason = ClassJWT, true, "valid jwt"
+		return r
+	}
+	r.Class = ClassJWTInvalid
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return Result{Class: ClassMalformed, Reason: "undecodable jwt"}
+	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		// golang-jwt reports a disallowed or unknown alg as "signing
+		// method X is invalid|unavailable" under these two sentinels.
+		switch {
+		case strings.Contains(err.Error(), "signing method"):
+			r.Reason = "algorithm not allowed"
+		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+			r.Reason = "signature invalid"
+		default:
+			r.Reason = "no key for this algorithm or kid"
+		}
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		r.Reason = "exp claim missing"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		r.Reason = "wrong audience"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		r.Reason = "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		r.Reason = "not yet valid"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		r.Class, r.Reason = ClassJWTExpired, "token expired"
+	default:
+		r.Reason = "invalid jwt"
+	}
+	if r.Class == ClassJWTInvalid {
+		// An unproven sub names nobody; do not attribute the request.
+		r.Subject = ""
+	}
+	return r
+}
