@@ -32,16 +32,18 @@ func Apply(out *http.Request, found Token, fwd Forward, token string) {
 	if dst == found.Source && token == found.Value && !found.Ambiguous {
 		return
 	}
-	remove(out, found.Source)
+	remove(out, found.Source, found.Value)
 	if dst != found.Source {
 		// The destination may hold something else already (a client
 		// sending both a query token and a stale header): replace it.
-		remove(out, dst)
+		remove(out, dst, found.Value)
 	}
 	put(out, dst, token)
 }
 
-func remove(r *http.Request, src Source) {
+// remove deletes the token at src; token is the client's value (a copy
+// of it elsewhere in the subprotocol offer goes too).
+func remove(r *http.Request, src Source, token string) {
 	switch src.Kind {
 	case SourceQuery:
 		r.URL.RawQuery = deleteQuery(r.URL.RawQuery, src.Name)
@@ -53,7 +55,7 @@ func remove(r *http.Request, src Source) {
 	case SourceCookie:
 		deleteCookie(r, src.Name)
 	case SourceProtocol:
-		if rest := StripProtocolToken(r.Header.Values("Sec-Websocket-Protocol")); rest != "" {
+		if rest := StripProtocolToken(r.Header.Values("Sec-Websocket-Protocol"), token); rest != "" {
 			r.Header.Set("Sec-Websocket-Protocol", rest)
 		} else {
 			r.Header.Del("Sec-Websocket-Protocol")
@@ -128,9 +130,9 @@ func deleteCookie(r *http.Request, name string) {
 }
 
 // StripProtocolToken returns the Sec-WebSocket-Protocol offer without its
-// bearer entries (`bearer.<token>`, or `bearer` and the entry after it),
-// joined with ", ".
-func StripProtocolToken(vals []string) string {
+// bearer entries (`bearer.<token>`, or `bearer` and the entry after it)
+// and without any other entry equal to token, joined with ", ".
+func StripProtocolToken(vals []string, token string) string {
 	var kept []string
 	skipNext := false
 	for _, h := range vals {
@@ -143,6 +145,7 @@ func StripProtocolToken(vals []string) string {
 			case strings.EqualFold(e, "bearer"):
 				skipNext = true
 			case len(e) > 7 && strings.EqualFold(e[:7], "bearer."):
+			case token != "" && e == token:
 			default:
 				kept = append(kept, e)
 			}

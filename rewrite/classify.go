@@ -91,7 +91,7 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// looksLikeJWT reports whether s is three non-empty base64url segments
+// looksLikeJWT reports whether s is three base64url segments, the first two non-empty
 // (JWS compact serialisation, RFC 7515 §7.1). It spares the parser the
 // obvious garbage and keeps "malformed" distinct from "jwt_invalid".
 func looksLikeJWT(s string) bool {
@@ -101,7 +101,7 @@ func looksLikeJWT(s string) bool {
 		c := s[i]
 		switch {
 		case c == '.':
-			if seg == 0 {
+			if seg == 0 || dots == 2 {
 				return false
 			}
 			dots++
@@ -112,7 +112,9 @@ func looksLikeJWT(s string) bool {
 			return false
 		}
 	}
-	return dots == 2 && seg > 0
+	// An empty signature is kept (alg "none" tokens look like that) so
+	// it is refused as jwt_invalid "algorithm not allowed".
+	return dots == 2
 }
 
 // KeySet resolves JWKS keys (keyfunc.Keyfunc satisfies it). The context
@@ -144,11 +146,8 @@ type VerifyConfig struct {
 
 // Verifier classifies tokens. It is immutable and safe for concurrent use.
 type Verifier struct {
-	cfg      VerifyConfig
-	hsAlgs   []string // allowed HS algorithms when a secret is set
-	asymAlgs []string // allowed asymmetric algorithms when JWKS is set
-	methods  []string // hsAlgs + asymAlgs
-	noKeys   bool
+	cfg    VerifyConfig
+	noKeys bool
 }
 
 // NewVerifier compiles cfg.
@@ -157,16 +156,6 @@ func NewVerifier(cfg VerifyConfig) *Verifier {
 		cfg.KeyTimeout = 500 * time.Millisecond
 	}
 	v := &Verifier{cfg: cfg}
-	for _, a := range cfg.Algorithms {
-		if strings.HasPrefix(a, "HS") {
-			if len(cfg.HS256Secret) > 0 {
-				v.hsAlgs = append(v.hsAlgs, a)
-			}
-		} else if cfg.JWKS != nil || cfg.HasJWKS {
-			v.asymAlgs = append(v.asymAlgs, a)
-		}
-	}
-	v.methods = append(append([]string(nil), v.hsAlgs...), v.asymAlgs...)
 	v.noKeys = len(cfg.HS256Secret) == 0 && cfg.JWKS == nil && !cfg.HasJWKS
 	return v
 }
@@ -226,7 +215,7 @@ func (v *Verifier) parserOptions(now time.Time) []jwt.ParserOption {
 }
 
 func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.Time) Result {
-	opts := append(v.parserOptions(now), jwt.WithValidMethods(v.methods))
+	opts := append(v.parserOptions(now), jwt.WithValidMethods(v.cfg.Algorithms))
 	var claims jwt.RegisteredClaims
 	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		alg, _ := t.Header["alg"].(string)
