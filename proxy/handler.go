@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+
+	"authgate/event"
+	"authgate/policy"
+	"authgate/rewrite"
+)
+
+// exchange is one request's state from decision to the upstream: what
+// prepareOutbound needs and what the WebSocket path logs at the end.
+type exchange struct {
+	snap      *policy.Snapshot
+	d         policy.Decision
+	websocket bool
+	forward   string // the token the upstream gets ("" = none or unchanged)
+	requestID string
+	clientIP  string
+	xff       string
+}
+
+type exchangeKey struct{}
+
+// ServeHTTP is the request path: health check, then decide, then reject
+// or proxy. The snapshot is loaded once and used to the end.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	snap := s.snap.Load()
+	if r.URL.Path == snap.HealthPath {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write([]byte("ok\n"))
+		return
+	}
+	ws := isWebSocketUpgrade(r)
+	x := &exchange{snap: snap, websocket: ws, requestID: requestID(r)}
+	x.clientIP, x.xff = clientIP(r, snap.TrustedProxies)
+	now := s.now()
+	x.d = snap.Decide(r.Context(), r, ws, now)
+	d := &x.d
+
+	if d.Route != nil {
+		transport := event.TransportHTTP
+		if ws {
+			transport = event.TransportWebSocket
+		}
+		logAuth(&s.log, snap.Log, &authEvent{
+			d: d, transport: transport, clientIP: x.clientIP, origin: r.Header.Get("Origin"),
+			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
+		})
+	}
+	if d.Action == policy.ActionReject {
+		name := d.Class.String()
+		if d.Route == nil {
+			name = "not_found"
+		}
+		s.reject(w, r, x, name, d.Rejection)
+		return
+	}
+	if s.draining.Load() && ws {
+		s.reject(w, r, x, "shutting_down", rejectShutdown)
+		return
+	}
+	if d.Action == policy.ActionRewrite {
+		tok, _, err := snap.Minter.Mint(d.User, now)
+		if err != nil {
+			s.log.Error().Str(event.FieldEvent, "mint_error").Str(event.FieldRequestID, x.requestID).Err(err).Msg("minting failed")
+			s.reject(w, r, x, "internal", policy.Rejection{CloseCode: 1011, Status: http.StatusInternalServerError, Message: "internal error"})
+			return
+		}
+		x.forward = tok
+	} else if d.Route != nil {
+		x.forward = d.Token().Value
+	}
+	if ws {
+		s.serveWebSocket(w, r, x)
+		return
+	}
+	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// rewriteHTTP is the ReverseProxy's Rewrite hook. ReverseProxy has
+// already removed hop-by-hop and X-Forwarded-* headers from Out.
+func (s *Server) rewriteHTTP(pr *httputil.ProxyRequest) {
+	x, _ := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	if x == nil {
+		// Not reachable through ServeHTTP; fail closed.
+		pr.Out.URL.Host = "invalid."
+		return
+	}
+	prepareOutbound(pr, x)
+}
+
+// prepareOutbound makes pr.Out the request the upstream receives: its
+// URL and Host, X-Forwarded-*, X-Request-Id, authgate's own X-Authgate-*
+// headers (client-sent ones removed), and the token where the route's
+// forward rule puts it.
+func prepareOutbound(pr *httputil.ProxyRequest, x *exchange) {
+	up := x.snap.Upstream
+	pr.SetURL(up.URL)
+	switch up.HostHeader {
+	case policy.HostUpstream:
+		pr.Out.Host = up.URL.Host
+	case policy.HostClient:
+		pr.Out.Host = pr.In.Host
+	default:
+		pr.Out.Host = up.HostHeader
+	}
+	h := pr.Out.Header
+	stripAuthgateHeaders(h)
+	h.Set("X-Forwarded-For", x.xff)
+	h.Set("X-Forwarded-Host", pr.In.Host)
+	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, x))
+	h.Set("X-Request-Id", x.requestID)
+	if x.d.Route == nil {
+		return
+	}
+	h.Set("X-Authgate-Class", x.d.Class.String())
+	if x.d.Action == policy.ActionRewrite {
+		h.Set("X-Authgate-Legacy", "1")
+	}
+	rewrite.Apply(pr.Out, x.d.Token(), x.d.Route.Forward, x.forward)
+}
+
+// forwardedProto is https for TLS clients, the client's own claim when it
+// came through a trusted proxy (Render terminates TLS at its edge), and
+// http otherwise.
+func forwardedProto(in *http.Request, x *exchange) string {
+	if in.TLS != nil {
+		return "https"
+	}
+	if p := in.Header.Get("X-Forwarded-Proto"); (p == "https" || p == "http") && trusted(peerAddr(in), x.snap.TrustedProxies) {
+		return p
+	}
+	return "http"
+}
+
+var rejectShutdown = policy.Rejection{CloseCode: 1012, Status: http.StatusServiceUnavailable, Message: "service restart"}
+var rejectBadGateway = policy.Rejection{CloseCode: 1014, Status: http.StatusBadGateway, Message: "bad gateway"}
+var rejectGatewayTimeout = policy.Rejection{CloseCode: 1014, Status: http.StatusGatewayTimeout, Message: "upstream timeout"}
+
+// reject answers a refused request: for a WebSocket upgrade on a route
+// with reject_with: close, a completed handshake and at once a close frame
+// the browser can read; otherwise the status with a JSON body.
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, x *exchange, errName string, rej policy.Rejection) {
+	if x.websocket && (x.d.Route == nil || !x.d.Route.RejectHTTP) && rej.CloseCode != 0 {
+		if s.rejectWebSocket(w, r, uint16(rej.CloseCode), rej.Message) {
+			return
+		}
+	}
+	writeJSONError(w, x.requestID, errName, rej)
+}
+
+func writeJSONError(w http.ResponseWriter, requestID, errName string, rej policy.Rejection) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Request-Id", requestID)
+	if rej.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	w.WriteHeader(rej.Status)
+	b := make([]byte, 0, 160)
+	b = append(b, `{"error":`...)
+	b = strconv.AppendQuote(b, errName)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, rej.Message)
+	if rej.CloseCode != 0 {
+		b = append(b, `,"close_code":`...)
+		b = strconv.AppendInt(b, int64(rej.CloseCode), 10)
+	}
+	b = append(b, `,"request_id":`...)
+	b = strconv.AppendQuote(b, requestID)
+	b = append(b, "}\n"...)
+	w.Write(b)
+}
+
+// httpError is the ReverseProxy's ErrorHandler: 502 JSON (504 on a
+// timeout) and an upstream_error event; never the internal error text.
+func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
+	x, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	if x == nil {
+		x = &exchange{requestID: requestID(r)}
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody to answer (Caddy's 499 case).
+		return
+	}
+	rej := s.logUpstreamError(r, x, err)
+	writeJSONError(w, x.requestID, "bad_gateway", rej)
+}

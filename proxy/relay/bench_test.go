@@ -1,0 +1,162 @@
+package relay
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// The benchmarks echo one message per operation through a relay between
+// two loopback TCP pairs: the client writes a masked frame, an echo server
+// unmasks it and sends it back, the client reads it. "direct" is the same
+// without the relay, for comparison. Client and echo server allocate
+// nothing in steady state, so allocs/op are the relay's.
+
+func BenchmarkRelay64B(b *testing.B)   { benchEcho(b, 64) }
+func BenchmarkRelay64KiB(b *testing.B) { benchEcho(b, 64<<10) }
+
+func benchEcho(b *testing.B, size int) {
+	for _, via := range []string{"relay", "direct"} {
+		b.Run(via, func(b *testing.B) {
+			echoAddr, stopEcho := benchEchoServer(b)
+			defer stopEcho()
+			addr := echoAddr
+			if via == "relay" {
+				relayAddr, stopRelay := benchRelay(b, echoAddr)
+				defer stopRelay()
+				addr = relayAddr
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			payload := make([]byte, size)
+			out, err := ws.CompileFrame(ws.MaskFrame(ws.NewBinaryFrame(payload)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := make([]byte, size+ws.MaxHeaderSize)
+			want := len(out) - 4 // echoed unmasked
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				_, err := c.Write(out)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, err = io.ReadFull(c, in[:want])
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+		})
+	}
+}
+
+// benchEchoServer sends every frame back unmasked.
+func benchEchoServer(b *testing.B) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				benchEchoConn(c)
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+}
+
+func benchEchoConn(c net.Conn) {
+	br := bufio.NewReaderSize(c, 64<<10)
+	hb := make([]byte, ws.MaxHeaderSize)
+	buf := make([]byte, 0, 1<<20)
+	for {
+		h, err := ws.ReadHeaderBuffer(br, hb)
+		if err != nil {
+			return
+		}
+		if int64(cap(buf)) < int64(ws.MaxHeaderSize)+h.Length {
+			return
+		}
+		mask := h.Mask
+		h.Masked = false
+		hs := ws.HeaderSize(h)
+		frame := buf[:hs+int(h.Length)]
+		_ = ws.WriteHeaderBuffer(nopWriter{}, h, frame)
+		_, err = io.ReadFull(br, frame[hs:])
+		if err != nil {
+			return
+		}
+		ws.Cipher(frame[hs:], mask, 0)
+		_, err = c.Write(frame)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// benchRelay accepts connections and relays each to upstream, with no
+// handshake: the relay does not need one.
+func benchRelay(b *testing.B, upstream string) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				New(c, nil, up, nil, Options{}).Run()
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() {
+		ln.Close()
+		wg.Wait()
+	}
+}

@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"authgate/event"
+	"authgate/policy"
+	"authgate/rewrite"
+)
+
+// RunOptions configure Run.
+type RunOptions struct {
+	// ConfigPath is the policy file; it is loaded at start and reloaded
+	// on Reload.
+	ConfigPath string
+	// Load overrides policy.Load (tests, demo). Nil means policy.Load.
+	Load func(path string) (*policy.Snapshot, error)
+	// Logs receives the JSON log lines.
+	Logs io.Writer
+	// Reload asks for a reload (SIGHUP).
+	Reload <-chan struct{}
+	// Ready is called once the listeners are up, with their addresses
+	// (admin is nil when admin_listen is "").
+	Ready func(public, admin net.Addr)
+	// Now is the decision clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Run loads the policy, serves it until ctx ends, reloads on request,
+// and shuts down gracefully within shutdown_timeout. A config that does
+// not load at start is returned as an error (a *policy.Error).
+func Run(ctx context.Context, opt RunOptions) error {
+	load := opt.Load
+	if load == nil {
+		load = func(p string) (*policy.Snapshot, error) { return policy.Load(p, policy.Options{}) }
+	}
+	snap, err := load(opt.ConfigPath)
+	if err != nil {
+		return err
+	}
+	logger := NewLogger(opt.Logs, snap.Log.Format, snap.Log.Level)
+	jwks := &jwksCache{log: logger}
+	defer jwks.stop()
+	if snap, err = jwks.attach(ctx, snap); err != nil {
+		return err
+	}
+	logConfig(&logger, "loaded", snap, nil)
+
+	srv := New(snap, Options{Logger: logger, Now: opt.Now})
+	ln, err := net.Listen("tcp", snap.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", snap.Listen, err)
+	}
+	var adminAddr net.Addr
+	var admin *adminServer
+	if snap.AdminListen != "" {
+		aln, err := net.Listen("tcp", snap.AdminListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("admin listen %s: %w", snap.AdminListen, err)
+		}
+		admin = newAdmin(srv)
+		adminAddr = aln.Addr()
+		go admin.serve(aln)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	srv.LogStart(ln.Addr().String())
+	if opt.Ready != nil {
+		opt.Ready(ln.Addr(), adminAddr)
+	}
+
+	for {
+		select {
+		case <-opt.Reload:
+			next, err := load(opt.ConfigPath)
+			if err == nil {
+				next, err = jwks.attach(ctx, next)
+			}
+			if err != nil {
+				logConfig(&logger, "rejected", nil, err)
+				continue
+			}
+			if next.Hash == srv.Snapshot().Hash {
+				continue
+			}
+			srv.Swap(next)
+			logConfig(&logger, "reloaded", next, nil)
+		case err := <-serveErr:
+			return err
+		case <-ctx.Done():
+			timeout := srv.Snapshot().ShutdownTimeout
+			sctx, cancel := context.WithTimeout(context.Background(), timeout)
+			n, err := srv.Shutdown(sctx)
+			if admin != nil {
+				admin.close(sctx)
+			}
+			cancel()
+			srv.LogStop(n, err)
+			return nil
+		}
+	}
+}
+
+func logConfig(l *zerolog.Logger, result string, snap *policy.Snapshot, err error) {
+	if err != nil {
+		ev := l.Error().Str(event.FieldEvent, event.Config).Str(event.FieldResult, result)
+		var pe *policy.Error
+		if errors.As(err, &pe) {
+			msgs := make([]string, len(pe.Problems))
+			for i, p := range pe.Problems {
+				msgs[i] = p.String()
+			}
+			ev = ev.Strs("errors", msgs)
+		}
+		ev.Str(event.FieldError, err.Error()).Msg("config rejected; the previous config keeps serving")
+		return
+	}
+	ev := l.Info().Str(event.FieldEvent, event.Config).Str(event.FieldResult, result).
+		Str("file", snap.File).Int("routes", len(snap.Routes))
+	for _, w := range snap.Warnings {
+		l.Warn().Str(event.FieldEvent, event.Config).Str("warning", w.String()).Msg("config warning")
+	}
+	ev.Msg("config " + result)
+}
+
+// jwksCache keeps one JWKS client per URL across reloads, so a reload
+// does not refetch keys or drop a warm cache.
+type jwksCache struct {
+	log    zerolog.Logger
+	mu     sync.Mutex
+	url    string
+	ks     rewrite.KeySet
+	cancel context.CancelFunc
+}
+
+func (c *jwksCache) attach(ctx context.Context, snap *policy.Snapshot) (*policy.Snapshot, error) {
+	if snap.JWKSURL == "" {
+		return snap, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.url != snap.JWKSURL {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		kctx, cancel := context.WithCancel(ctx)
+		url := snap.JWKSURL
+		ks, err := rewrite.NewJWKS(kctx, url, rewrite.JWKSOptions{OnError: func(err error) {
+			c.log.Warn().Str(event.FieldEvent, "jwks_error").Str("url", url).Err(err).Msg("jwks refresh failed")
+		}})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.url, c.ks, c.cancel = url, ks, cancel
+	}
+	return snap.WithKeySet(c.ks), nil
+}
+
+func (c *jwksCache) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+}

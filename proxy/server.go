@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"authgate/event"
+	"authgate/policy"
+)
+
+// Limits of the public listener.
+const (
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers (slowloris).
+	ReadHeaderTimeout = 10 * time.Second
+	// MaxHeaderBytes bounds request headers: tokens are at most 8 KiB, and
+	// cookies and the rest fit easily in 64 KiB.
+	MaxHeaderBytes = 64 << 10
+	// upgradeTimeout bounds the upstream's answer to a WebSocket upgrade.
+	upgradeTimeout = 15 * time.Second
+)
+
+// Options configure a Server. The zero value logs nowhere and uses the
+// wall clock.
+type Options struct {
+	Logger zerolog.Logger
+	// Now is the clock decisions are made with; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is authgate's public handler, with its registry of open
+// WebSockets. It serves one policy snapshot at a time; Swap replaces it.
+type Server struct {
+	snap atomic.Pointer[policy.Snapshot]
+	log  zerolog.Logger
+	now  func() time.Time
+
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	conns     registry
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	servers  []*http.Server
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a Server serving snap.
+func New(snap *policy.Snapshot, opt Options) *Server {
+	s := &Server{log: opt.Logger, now: opt.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.snap.Store(snap)
+	s.conns.init()
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	s.transport = &http.Transport{
+		Proxy: nil, // authgate talks to its upstream directly
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, s.snap.Load().Upstream.DialTimeout)
+			defer cancel()
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	s.rp = &httputil.ReverseProxy{
+		Rewrite:      s.rewriteHTTP,
+		Transport:    s.transport,
+		ErrorHandler: s.httpError,
+		// Streaming responses (SSE, long polls) flush at once.
+		FlushInterval: -1,
+		ErrorLog:      nil,
+	}
+	return s
+}
+
+// Snapshot returns the policy in force.
+func (s *Server) Snapshot() *policy.Snapshot { return s.snap.Load() }
+
+// Swap puts snap in force for requests that start from now on; requests
+// in flight finish with the snapshot they started with.
+func (s *Server) Swap(snap *policy.Snapshot) { s.snap.Store(snap) }
+
+// OpenWebSockets returns how many relayed WebSockets are open.
+func (s *Server) OpenWebSockets() int { return s.conns.len() }
+
+// HTTPServer returns an http.Server for this handler with authgate's
+// limits: a read-header timeout and a header size limit.
+func (s *Server) HTTPServer() *http.Server {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          nil,
+	}
+	s.mu.Lock()
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	return hs
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.HTTPServer().Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes every open WebSocket with 1012 (1001
+// to the upstream), lets HTTP requests finish, and returns when all is
+// done or ctx ends. It returns how many WebSockets it closed.
+func (s *Server) Shutdown(ctx context.Context) (int, error) {
+	s.draining.Store(true)
+	s.mu.Lock()
+	servers := append([]*http.Server(nil), s.servers...)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, hs := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = hs.Shutdown(ctx)
+		}()
+	}
+	n := s.conns.closeAll(closeShutdown)
+	wsErr := s.conns.wait(ctx)
+	wg.Wait()
+	s.transport.CloseIdleConnections()
+	return n, errors.Join(append(errs, wsErr)...)
+}
+
+// logStart writes the start event; cmd calls it once listening.
+func (s *Server) LogStart(addr string) {
+	snap := s.snap.Load()
+	s.log.Info().Str(event.FieldEvent, event.Start).Str("listen", addr).
+		Str("upstream", snap.Upstream.URL.Redacted()).Int("routes", len(snap.Routes)).
+		Msg("authgate started")
+}
+
+// LogStop writes the stop event.
+func (s *Server) LogStop(closed int, err error) {
+	ev := s.log.Info().Str(event.FieldEvent, event.Stop).Int("websockets_closed", closed)
+	if err != nil {
+		ev = ev.Str(event.FieldError, err.Error())
+	}
+	ev.Msg("authgate stopped")
+}

@@ -1,0 +1,336 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"authgate/event"
+	"authgate/policy"
+	"authgate/proxy/relay"
+	"authgate/rewrite"
+)
+
+// hopHeaders are removed from a forwarded upgrade (RFC 9110 §7.6.1), except
+// that Connection and Upgrade are then set for the WebSocket upgrade.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// upgradeError says why the upstream did not take the upgrade; it maps to
+// 1014 / 502 and an upstream_error event.
+type upgradeError struct {
+	stage string // dial, write, read
+	err   error
+}
+
+func (e *upgradeError) Error() string { return e.stage + ": " + e.err.Error() }
+func (e *upgradeError) Unwrap() error { return e.err }
+
+// serveWebSocket forwards the upgrade to the upstream so that subprotocol
+// and extension negotiation stay end to end, then, on 101, hijacks the
+// client, answers it, and relays frames until either side ends.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *exchange) {
+	if !validHandshake(r) {
+		writeJSONError(w, x.requestID, "bad_handshake", badHandshake)
+		return
+	}
+	out := r.Clone(r.Context())
+	removeHopHeaders(out.Header)
+	out.Header.Set("Connection", "Upgrade")
+	out.Header.Set("Upgrade", "websocket")
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // keep Request.Write from adding Go's
+	}
+	out.Body, out.ContentLength = nil, 0
+	prepareOutbound(&httputil.ProxyRequest{In: r, Out: out}, x)
+
+	up, br, resp, err := s.dialUpgrade(r.Context(), out, x)
+	if err != nil {
+		s.upstreamFailed(w, r, x, err)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// The upstream refused (401, 404, ...): the client gets its answer.
+		defer up.Close()
+		copyResponse(w, resp)
+		return
+	}
+	rc := http.NewResponseController(w)
+	client, cbuf, err := rc.Hijack()
+	if err != nil {
+		up.Close()
+		s.log.Error().Str(event.FieldEvent, event.UpstreamError).Str(event.FieldRequestID, x.requestID).Err(err).Msg("cannot hijack client")
+		return
+	}
+	client.SetDeadline(time.Time{})
+	up.SetDeadline(time.Time{})
+	if err := writeSwitching(client, r, resp); err != nil {
+		client.Close()
+		up.Close()
+		return
+	}
+	var clientBuffered, upBuffered []byte
+	if n := cbuf.Reader.Buffered(); n > 0 {
+		clientBuffered, _ = cbuf.Reader.Peek(n)
+	}
+	if n := br.Buffered(); n > 0 {
+		upBuffered, _ = br.Peek(n)
+	}
+	deflate := headerHasPrefixToken(resp.Header, "Sec-Websocket-Extensions", "permessage-deflate")
+	conn := &wsConn{
+		relay:     relay.New(client, clientBuffered, up, upBuffered, relay.Options{Deflate: deflate}),
+		route:     x.d.Route,
+		decision:  x.d,
+		origin:    r.Header.Get("Origin"),
+		requestID: x.requestID,
+		user:      x.d.User,
+		opened:    time.Now(),
+	}
+	s.conns.add(conn)
+	res := conn.relay.Run()
+	s.conns.remove(conn)
+	s.logClose(x, conn, res)
+}
+
+var badHandshake = policy.Rejection{Status: http.StatusBadRequest, Message: "invalid websocket handshake"}
+
+// validHandshake checks what authgate relies on to complete a handshake
+// itself (RFC 6455 §4.2.1): GET, HTTP/1.1, a 16-byte base64 key, version 13.
+func validHandshake(r *http.Request) bool {
+	if r.Method != http.MethodGet || !r.ProtoAtLeast(1, 1) {
+		return false
+	}
+	key := r.Header.Get("Sec-Websocket-Key")
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
+		return false
+	}
+	return r.Header.Get("Sec-Websocket-Version") == "13"
+}
+
+func headerHasPrefixToken(h http.Header, key, prefix string) bool {
+	for _, v := range h[key] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.HasPrefix(strings.TrimSpace(t), prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dialUpgrade connects to the upstream (TLS for https), sends the upgrade
+// and reads the response head, all bounded by dial_timeout and
+// upgradeTimeout.
+func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange) (net.Conn, *bufio.Reader, *http.Response, error) {
+	u := x.snap.Upstream.URL
+	addr := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			addr = net.JoinHostPort(u.Hostname(), "443")
+		} else {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, x.snap.Upstream.DialTimeout)
+	defer cancel()
+	var (
+		conn net.Conn
+		err  error
+	)
+	if u.Scheme == "https" {
+		d := &tls.Dialer{Config: &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}}
+		conn, err = d.DialContext(dctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(dctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, nil, nil, &upgradeError{"dial", err}
+	}
+	conn.SetDeadline(time.Now().Add(upgradeTimeout))
+	bw := bufio.NewWriterSize(conn, 2048)
+	if err := out.Write(bw); err != nil {
+		conn.Close()
+		return nil, nil, nil, &upgradeError{"write", err}
+	}
+	if err := bw.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, nil, &upgradeError{"write", err}
+	}
+	br := bufio.NewReaderSize(conn, 2048)
+	resp, err := http.ReadResponse(br, out)
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, &upgradeError{"read", err}
+	}
+	return conn, br, resp, nil
+}
+
+// copyResponse passes a non-101 upstream answer to the client, body
+// bounded to 1 MiB.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	removeHopHeaders(resp.Header)
+	stripAuthgateHeaders(resp.Header)
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+}
+
+// writeSwitching answers the client's upgrade with the upstream's 101,
+// choosing the subprotocol the client needs when its token came as one.
+func writeSwitching(client net.Conn, r *http.Request, resp *http.Response) error {
+	h := resp.Header.Clone()
+	removeHopHeaders(h)
+	stripAuthgateHeaders(h)
+	proto := rewrite.ProtocolAnswer(r.Header.Values("Sec-Websocket-Protocol"), h.Get("Sec-Websocket-Protocol"))
+	h.Del("Sec-Websocket-Protocol")
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+	if proto != "" {
+		b.WriteString("Sec-WebSocket-Protocol: " + proto + "\r\n")
+	}
+	client.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := h.Write(&b); err != nil {
+		return err
+	}
+	b.WriteString("\r\n")
+	_, err := io.WriteString(client, b.String())
+	client.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// acceptKey is Sec-WebSocket-Accept for key (RFC 6455 §4.2.2).
+func acceptKey(key string) string {
+	h := sha1.New()
+	h.Write([]byte(key))
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// rejectWebSocket completes the handshake itself and at once sends a close
+// frame with code and reason, so browser code reads them in onclose (a
+// refused handshake shows only 1006). It reports false if the request is
+// not a handshake it can complete, and the caller answers with HTTP.
+func (s *Server) rejectWebSocket(w http.ResponseWriter, r *http.Request, code uint16, reason string) bool {
+	if !validHandshake(r) {
+		return false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	offered := r.Header.Values("Sec-Websocket-Protocol")
+	proto := rewrite.ProtocolAnswer(offered, "")
+	if proto == "" && len(offered) > 0 {
+		// A browser that offered subprotocols fails a handshake that
+		// selects none, and would see 1006 instead of our code.
+		proto, _, _ = strings.Cut(offered[0], ",")
+		proto = strings.TrimSpace(proto)
+	}
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	b.WriteString(acceptKey(r.Header.Get("Sec-Websocket-Key")))
+	b.WriteString("\r\n")
+	if proto != "" {
+		b.WriteString("Sec-WebSocket-Protocol: " + proto + "\r\n")
+	}
+	b.WriteString("\r\n")
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := brw.WriteString(b.String()); err != nil {
+		return true
+	}
+	if err := relay.WriteClose(brw, code, reason, false); err != nil {
+		return true
+	}
+	if err := brw.Flush(); err != nil {
+		return true
+	}
+	// Give the client a moment to answer with its close frame (RFC 6455
+	// §7.1.1: the server closes TCP first, after the closing handshake).
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(brw, 4096))
+	return true
+}
+
+// upstreamFailed answers 1014 / 502 (504 on a timeout) and logs an
+// upstream_error event.
+func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	s.reject(w, r, x, "bad_gateway", s.logUpstreamError(r, x, err))
+}
+
+// logUpstreamError writes the upstream_error event of a failed request
+// and returns how to answer it.
+func (s *Server) logUpstreamError(r *http.Request, x *exchange, err error) policy.Rejection {
+	kind, rej := "unreachable", rejectBadGateway
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		kind, rej = "timeout", rejectGatewayTimeout
+	}
+	ev := s.log.Error().Str(event.FieldEvent, event.UpstreamError).Str(event.FieldRequestID, x.requestID).
+		Str(event.FieldPath, r.URL.Path).Str("kind", kind).Str(event.FieldError, sanitizeErr(err))
+	if x.d.Route != nil {
+		ev = ev.Str(event.FieldRoute, x.d.Route.Name)
+	}
+	ev.Msg("upstream failed")
+	return rej
+}
+
+// sanitizeErr renders a transport error without the request URL, which
+// may carry a token in its query (url.Error quotes it).
+func sanitizeErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// logClose writes the ws_close event of a relayed connection.
+func (s *Server) logClose(x *exchange, c *wsConn, res relay.Result) {
+	ev := s.log.Info().Str(event.FieldEvent, event.WSClose).Str(event.FieldRoute, c.route.Name)
+	if u, ok := userField(x.snap.Log, c.user); ok {
+		ev = ev.Str(event.FieldUser, u)
+	}
+	ev = ev.Str(event.FieldRequestID, c.requestID).
+		Int64(event.FieldDurationMS, time.Since(c.opened).Milliseconds()).
+		Int64(event.FieldBytesIn, res.BytesIn).Int64(event.FieldBytesOut, res.BytesOut).
+		Int(event.FieldCloseCode, int(res.CloseCode)).Str(event.FieldClosedBy, res.ClosedBy)
+	reason := res.Reason
+	if res.Err != nil && reason == "" {
+		reason = res.Err.Error()
+	}
+	if !utf8.ValidString(reason) {
+		reason = strings.ToValidUTF8(reason, "?")
+	}
+	ev.Str(event.FieldReason, reason).Msg("websocket closed")
+}

@@ -1,0 +1,197 @@
+package report
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Options are the parts of a run that do not come from flags.
+type Options struct {
+	// Now returns the current time: the window's end when --until is not
+	// given, and the base of --since DUR. Nil means time.Now; tests set a
+	// fixed clock so their output is deterministic.
+	Now func() time.Time
+}
+
+// Command runs `authgate report` with args (the arguments after
+// "report") and returns the process exit status: 0 safe, 1 not_safe,
+// 2 insufficient_data, 3 usage or read error.
+func Command(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Options{}.Command(args, stdin, stdout, stderr)
+}
+
+const usageText = `usage: authgate report [flags] [FILE...]
+
+Reads authgate's JSON log lines from FILEs, plain or gzip (told apart by
+content), or from stdin when there is no FILE or FILE is "-". Files of
+several instances are merged. Lines with a prefix before the JSON object
+(a log collector's timestamp) are read; other lines are skipped and counted.
+Prints who still uses the legacy UUID path, and whether it can be deleted.
+
+flags:
+  --since DUR|TIME   start of the window: a duration before the window's end
+                     (7d, 36h, 1d12h) or a time (RFC 3339, or YYYY-MM-DD for
+                     midnight UTC); default: the start of the logs
+  --until TIME       end of the window, exclusive; default: now
+  --route NAME       only auth events of this route
+  --format FORMAT    text (default), json, csv or html
+  --users            with --format csv: one row per legacy user instead of per day
+  --quiet-for DUR    how long before the window's end legacy use must have
+                     stopped for the verdict safe (default 7d)
+
+verdict and exit status:
+  0 safe               no legacy use in the quiet period, and traffic in it
+  1 not_safe           legacy use in the quiet period
+  2 insufficient_data  no traffic in the quiet period, or the logs begin after it
+  3                    usage or read error
+`
+
+// Command is Command with these options.
+func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	fs := flag.NewFlagSet("authgate report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, to stdout for -h and stderr for errors
+	since := fs.String("since", "", "start of the window: DUR before its end, or TIME")
+	until := fs.String("until", "", "end of the window (exclusive): TIME; default now")
+	route := fs.String("route", "", "only this route")
+	format := fs.String("format", "text", "text, json, csv or html")
+	users := fs.Bool("users", false, "with --format csv: one row per legacy user")
+	quietFor := fs.String("quiet-for", "7d", "quiet period before the window's end")
+
+	files, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		io.WriteString(stdout, usageText)
+		return 0
+	}
+	usageErr := func(err error) int {
+		fmt.Fprintf(stderr, "authgate report: %v\n\n%s", err, usageText)
+		return ExitError
+	}
+	if err != nil {
+		// The flag package has printed the error itself.
+		fmt.Fprintf(stderr, "\n%s", usageText)
+		return ExitError
+	}
+
+	q := Query{Route: *route, To: now().UTC()}
+	if *until != "" {
+		if q.To, err = ParseTime(*until); err != nil {
+			return usageErr(fmt.Errorf("--until: %w", err))
+		}
+	}
+	if *since != "" {
+		if d, derr := ParseDuration(*since); derr == nil {
+			if d <= 0 {
+				return usageErr(fmt.Errorf("--since %s: must be positive", *since))
+			}
+			q.From = q.To.Add(-d)
+		} else if q.From, err = ParseTime(*since); err != nil {
+			return usageErr(fmt.Errorf("--since: want a duration (7d, 36h) or a time: %w", err))
+		}
+		if !q.From.Before(q.To) {
+			return usageErr(fmt.Errorf("--since %s is not before the window's end %s", *since, q.To.Format(time.RFC3339)))
+		}
+	}
+	if q.QuietFor, err = ParseDuration(*quietFor); err != nil {
+		return usageErr(fmt.Errorf("--quiet-for: %w", err))
+	}
+	if q.QuietFor <= 0 {
+		return usageErr(fmt.Errorf("--quiet-for %s: must be positive", *quietFor))
+	}
+	switch *format {
+	case "text", "json", "csv", "html":
+	default:
+		return usageErr(fmt.Errorf("--format %q: want text, json, csv or html", *format))
+	}
+	if *users && *format != "csv" {
+		return usageErr(errors.New("--users applies to --format csv only"))
+	}
+
+	// Open every file before reading any, so a typo fails at once.
+	type input struct {
+		name string
+		r    io.Reader
+		f    *os.File // nil for stdin, which is not ours to close
+	}
+	var inputs []input
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	for _, name := range files {
+		if name == "-" {
+			inputs = append(inputs, input{"stdin", stdin, nil})
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "authgate report: %v\n", err)
+			return ExitError
+		}
+		defer f.Close()
+		inputs = append(inputs, input{name, f, f})
+	}
+
+	agg := NewAggregator(q)
+	for _, in := range inputs {
+		err := agg.ReadFrom(in.name, in.r)
+		if in.f != nil {
+			in.f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "authgate report: %v\n", err)
+			return ExitError
+		}
+	}
+	rep := agg.Report()
+
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	switch {
+	case *format == "json":
+		err = rep.WriteJSON(bw)
+	case *format == "csv" && *users:
+		err = rep.WriteUsersCSV(bw)
+	case *format == "csv":
+		err = rep.WriteCSV(bw)
+	case *format == "html":
+		err = rep.WriteHTML(bw)
+	default:
+		err = rep.WriteText(bw)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "authgate report: writing report: %v\n", err)
+		return ExitError
+	}
+	return rep.Verdict.ExitCode
+}
+
+// parseInterspersed parses flags that may follow file names, as in
+// `authgate report a.log --format json`; after "--" all are files.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return files, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(files, rest...), nil
+		}
+		files = append(files, rest[0])
+		args = rest[1:]
+	}
+}

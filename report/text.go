@@ -1,0 +1,200 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// textUsers is how many legacy users the text report lists; JSON and
+// `--format csv --users` list all.
+const textUsers = 25
+
+// WriteText writes the report as aligned tables for a terminal, verdict
+// first. Values from the logs are shown quoted when they hold control
+// characters, so a crafted user agent cannot drive the terminal.
+func (r *Report) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	p := func(format string, args ...any) { fmt.Fprintf(ew, format, args...) }
+	v := r.Verdict
+
+	p("verdict   %s (exit %d)\n", strings.ToUpper(v.Status), v.ExitCode)
+	p("reason    %s\n", printable(v.Reason))
+	route := "all routes"
+	if r.Window.Route != "" {
+		route = "route " + printable(r.Window.Route)
+	}
+	from := "start of logs"
+	if r.Window.From != nil {
+		from = r.Window.From.Format(time.RFC3339)
+	}
+	p("window    %s .. %s (%s)\n", from, r.Window.To.Format(time.RFC3339), route)
+	p("quiet     %s since %s: %s, %s (%d rejected) from %s\n", v.QuietFor, v.QuietFrom.Format(time.RFC3339),
+		plural(v.Requests, "request"), plural(v.LegacyRequests, "legacy request"), v.LegacyRejected,
+		plural(int64(v.LegacyUsers), "user"))
+	l := r.Lines
+	p("lines     %d read: %d events, %d skipped (%d not json, %d too long, %d other programs, %d other events, %d invalid), %d filtered (%d out of window, %d other route)\n",
+		l.Read, l.Events, l.Skipped, l.SkippedBy.NotJSON, l.SkippedBy.TooLong, l.SkippedBy.OtherProgram,
+		l.SkippedBy.OtherEvent, l.SkippedBy.Invalid, l.Filtered, l.FilteredBy.OutOfWindow, l.FilteredBy.OtherRoute)
+	var ins []string
+	for _, in := range r.Inputs {
+		s := fmt.Sprintf("%s (%d lines", printable(in.Name), in.Lines)
+		if in.Gzip {
+			s += ", gzip"
+		}
+		ins = append(ins, s+")")
+	}
+	p("inputs    %s\n", strings.Join(ins, ", "))
+	lg := r.Legacy
+	p("legacy    %s from %s (%d rejected, %d without a user id)", plural(lg.Requests, "request"),
+		plural(int64(lg.Users), "user"), lg.Rejected, lg.Anonymous)
+	if lg.FirstSeen != nil {
+		p("; first %s, last %s", lg.FirstSeen.Format(time.RFC3339), lg.LastSeen.Format(time.RFC3339))
+		if lg.LastUser != "" {
+			p(" (%s)", printable(lg.LastUser))
+		}
+	}
+	p("\n")
+
+	table := func(title string, header string, rows [][]string) {
+		p("\n%s\n", title)
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, header)
+		for _, row := range rows {
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		tw.Flush()
+	}
+	n := strconv.FormatInt
+
+	table("TOTALS BY CLASS", "class\trequests", mapRows(r.Totals.ByClass))
+	table("TOTALS BY ACTION", "action\trequests", mapRows(r.Totals.ByAction))
+
+	var rows [][]string
+	for _, d := range r.Days {
+		rows = append(rows, []string{d.Day, n(d.Requests, 10), n(d.JWT, 10), n(d.Legacy, 10),
+			n(d.LegacyUsers, 10), n(d.LegacyRejected, 10), n(d.Rejected, 10), n(d.Would, 10)})
+	}
+	table("PER DAY (UTC)", "day\trequests\tjwt\tlegacy\tlegacy users\tlegacy rejected\trejected\twould", rows)
+
+	rows = nil
+	for _, u := range r.Users[:min(textUsers, len(r.Users))] {
+		rows = append(rows, []string{printable(u.User), n(u.Requests, 10), n(u.Rejected, 10),
+			u.FirstSeen.Format(time.RFC3339), u.LastSeen.Format(time.RFC3339),
+			listCell(u.UserAgents, u.UserAgentsOverflow, 40), listCell(u.Origins, u.OriginsOverflow, 30),
+			listCell(u.Routes, u.RoutesOverflow, 20)})
+	}
+	title := fmt.Sprintf("LEGACY USERS (%d, most recent first)", len(r.Users))
+	if len(r.Users) > textUsers {
+		title = fmt.Sprintf("LEGACY USERS (%d of %d, most recent first; all with --format csv --users)",
+			textUsers, len(r.Users))
+	}
+	table(title, "user\trequests\trejected\tfirst seen\tlast seen\tuser agents\torigins\troutes", rows)
+
+	table("TOP LEGACY USER AGENTS", "requests\tusers\tuser agent", topRows(r.TopUserAgents))
+	table("TOP LEGACY ORIGINS", "requests\tusers\torigin", topRows(r.TopOrigins))
+
+	rows = nil
+	for _, rt := range r.Routes {
+		rows = append(rows, []string{orNone(rt.Route), n(rt.Requests, 10), n(rt.Legacy, 10),
+			strconv.Itoa(rt.LegacyUsers), n(rt.Rejected, 10)})
+	}
+	table("ROUTES", "route\trequests\tlegacy\tlegacy users\trejected", rows)
+
+	table("REJECTIONS BY REASON", "reason\trequests", mapRows(r.Rejections.ByReason))
+	table("REJECTIONS BY CLASS", "class\trequests", mapRows(r.Rejections.ByClass))
+	p("\nDRY RUN: %s would have been decided otherwise (%d legacy, from %s)\n",
+		plural(r.Would.Requests, "request"), r.Would.LegacyRequests, plural(int64(r.Would.LegacyUsers), "user"))
+	if len(r.Would.ByAction) > 0 {
+		table("WOULD BY ACTION", "would\trequests", mapRows(r.Would.ByAction))
+	}
+	return ew.err
+}
+
+// mapRows sorts a count map by count, then key.
+func mapRows(m map[string]int64) [][]string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			if m[a] > m[b] {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	rows := make([][]string, len(keys))
+	for i, k := range keys {
+		rows[i] = []string{orNone(k), strconv.FormatInt(m[k], 10)}
+	}
+	return rows
+}
+
+func topRows(tops []Top) [][]string {
+	rows := make([][]string, len(tops))
+	for i, t := range tops {
+		rows[i] = []string{strconv.FormatInt(t.Requests, 10), strconv.Itoa(t.Users), orNone(t.Value)}
+	}
+	return rows
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return printable(s)
+}
+
+// listCell joins values for a table cell, each shortened to width runes.
+func listCell(vals []string, overflow int64, width int) string {
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = shorten(orNone(v), width)
+	}
+	s := strings.Join(parts, " | ")
+	if overflow > 0 {
+		s += fmt.Sprintf(" | +%d other requests", overflow)
+	}
+	return s
+}
+
+func shorten(s string, width int) string {
+	if utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:width-1]) + "…"
+}
+
+// printable returns s, or s quoted when it holds non-printable characters
+// (escape sequences, tabs that would break the table alignment).
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// errWriter keeps the first write error so renderers can write freely.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(b []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(b)
+	e.err = err
+	return n, err
+}
