@@ -51,6 +51,7 @@ func TestDecideClasses(t *testing.T) {
 	}
 	// {"alg":"none"}.{"sub":"user-1","exp":<far>}.<junk signature>
 	algNone := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1c2VyLTEiLCJleHAiOjk5OTk5OTk5OTl9.AAAA"
+	algNoneEmpty := strings.TrimSuffix(algNone, "AAAA")
 
 	missing := policy.DefaultRejections[rewrite.ClassMissing]
 	invalid := policy.DefaultRejections[rewrite.ClassJWTInvalid]
@@ -115,6 +116,8 @@ func TestDecideClasses(t *testing.T) {
 			want{"pam-ws", rewrite.ClassJWTInvalid, "query:token", notYet, false, "", policy.ActionReject, "not yet valid", invalid}},
 		{"HS384 not in the allow-list", func() *http.Request { return upgrade("/api/v1/pam/ws?token=" + hs384) }, true,
 			want{"pam-ws", rewrite.ClassJWTInvalid, "query:token", hs384, false, "", policy.ActionReject, "algorithm not allowed", invalid}},
+		{"alg none, empty signature", func() *http.Request { return upgrade("/api/v1/pam/ws?token=" + algNoneEmpty) }, true,
+			want{"pam-ws", rewrite.ClassJWTInvalid, "query:token", algNoneEmpty, false, "", policy.ActionReject, "algorithm not allowed", invalid}},
 		{"alg none", func() *http.Request { return upgrade("/api/v1/pam/ws?token=" + algNone) }, true,
 			want{"pam-ws", rewrite.ClassJWTInvalid, "query:token", algNone, false, "", policy.ActionReject, "algorithm not allowed", invalid}},
 		{"uuid from the allowed origin", func() *http.Request {
@@ -494,7 +497,16 @@ routes:
 }
 
 func TestDecideLegacyOrigins(t *testing.T) {
-	s := loadExample(t)
+	s := parse(t, `upstream: {url: http://x}
+verify: {hs256_secret: `+testSecret+`}
+mint: {hs256_secret: `+testSecret+`}
+routes:
+  - name: pam-ws
+    match: {path: /api/v1/pam/ws, websocket: true}
+    legacy:
+      origins: ["https://app.example.com", "HTTPS://Admin.Example.com:8443/"]
+    policy: {uuid: rewrite}
+`)
 	now := stage0
 	valid := userJWT(t, "user-1", now.Add(time.Hour))
 	refused := policy.DefaultRejections[rewrite.ClassUUID]
@@ -509,6 +521,8 @@ func TestDecideLegacyOrigins(t *testing.T) {
 		{"allowed", legacyUser, []string{appOrigin}, policy.ActionRewrite, "legacy uuid", 0},
 		{"allowed, trailing slash", legacyUser, []string{appOrigin + "/"}, policy.ActionRewrite, "legacy uuid", 0},
 		{"allowed, host in upper case", legacyUser, []string{"https://APP.example.com"}, policy.ActionRewrite, "legacy uuid", 0},
+		{"second origin, normalised when loaded", legacyUser, []string{"https://admin.example.com:8443"}, policy.ActionRewrite, "legacy uuid", 0},
+		{"second origin without its port", legacyUser, []string{"https://admin.example.com"}, policy.ActionReject, "origin not allowed", -1},
 		{"other origin", legacyUser, []string{"https://evil.example.com"}, policy.ActionReject, "origin not allowed", -1},
 		{"other scheme", legacyUser, []string{"http://app.example.com"}, policy.ActionReject, "origin not allowed", -1},
 		{"other port", legacyUser, []string{"https://app.example.com:8443"}, policy.ActionReject, "origin not allowed", -1},
@@ -543,6 +557,20 @@ func TestDecideLegacyOrigins(t *testing.T) {
 			}
 		})
 	}
+	t.Run("origins: [] restricts nothing", func(t *testing.T) {
+		s := parse(t, `upstream: {url: http://x}
+routes:
+  - name: ws
+    match: {path: /ws}
+    legacy: {origins: []}
+    policy: {uuid: pass}
+`)
+		r := upgrade("/ws?token=" + legacyUser)
+		r.Header.Set("Origin", "https://other.example.com")
+		if d := s.Decide(bg, r, true, now); d.Action != policy.ActionPass {
+			t.Errorf("got %v %q, want pass", d.Action, d.Reason)
+		}
+	})
 	t.Run("before stages: even a pass stage refuses a foreign origin", func(t *testing.T) {
 		s := parse(t, `upstream: {url: http://x}
 routes:
@@ -696,6 +724,38 @@ routes:
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.s.NextBoundary(tt.now); !got.Equal(tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecideAlgorithmAllowList pins that verify.algorithms is an
+// allow-list even when it leaves no algorithm usable with the configured
+// keys. Regression guard: rewrite.NewVerifier once built the method list
+// from the algorithms usable with the keys; with hs256_secret set,
+// algorithms [ES256] and no jwks_url that list was nil, golang-jwt treats
+// WithValidMethods(nil) as "no restriction", and an HS256 token signed
+// with the secret classified as a valid jwt.
+func TestDecideAlgorithmAllowList(t *testing.T) {
+	now := stage0
+	tok := userJWT(t, "user-1", now.Add(time.Hour))
+	tests := []struct {
+		name   string
+		verify string
+		class  rewrite.Class
+		reason string
+	}{
+		{"HS256 allowed", "{hs256_secret: " + testSecret + ", algorithms: [HS256]}", rewrite.ClassJWT, "valid jwt"},
+		{"only HS384 allowed", "{hs256_secret: " + testSecret + ", algorithms: [HS384]}", rewrite.ClassJWTInvalid, "algorithm not allowed"},
+		{"only ES256 allowed, no jwks_url", "{hs256_secret: " + testSecret + ", algorithms: [ES256]}", rewrite.ClassJWTInvalid, "algorithm not allowed"},
+		{"only ES256 allowed, with jwks_url", "{hs256_secret: " + testSecret + ", algorithms: [ES256], jwks_url: \"https://keys.example.com/jwks.json\"}", rewrite.ClassJWTInvalid, "algorithm not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := parse(t, "upstream: {url: http://x}\nverify: "+tt.verify+"\nroutes: [{name: ws, match: {path: /ws}}]\n")
+			d := s.Decide(bg, upgrade("/ws?token="+tok), true, now)
+			if d.Class != tt.class || d.Reason != tt.reason {
+				t.Errorf("got %v %q, want %v %q", d.Class, d.Reason, tt.class, tt.reason)
 			}
 		})
 	}

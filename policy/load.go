@@ -66,7 +66,9 @@ func Load(path string, opt Options) (*Snapshot, error) {
 	}
 	data, err := read(path)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{{File: path, Msg: fmt.Sprintf("cannot read config: %v", unwrapPathError(err))}}}
+		msg := fmt.Sprintf("cannot read config: %v", unwrapPathError(err))
+		// The hash of the failure, so a reloader reports it once.
+		return nil, &Error{Problems: []Problem{{File: path, Msg: msg}}, Hash: sha256.Sum256([]byte(msg))}
 	}
 	return Parse(path, data, opt)
 }
@@ -89,22 +91,23 @@ func Parse(name string, data []byte, opt Options) (*Snapshot, error) {
 		opt.ReadFile = os.ReadFile
 	}
 	d := &decoder{file: name, lookup: opt.LookupEnv, lines: map[string]int{}}
+	hash := sha256.Sum256(data)
 	var root yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {
-		return nil, &Error{Problems: []Problem{syntaxProblem(name, err)}}
+		return nil, &Error{Problems: []Problem{syntaxProblem(name, err)}, Hash: hash}
 	}
 	if len(root.Content) == 0 {
-		return nil, &Error{Problems: []Problem{{File: name, Msg: "config is empty; see config.yaml in the repository for a commented example"}}}
+		return nil, &Error{Problems: []Problem{{File: name, Msg: "config is empty; see config.yaml in the repository for a commented example"}}, Hash: hash}
 	}
 	var fc fileConfig
 	d.decode(root.Content[0], "", reflectValueOf(&fc))
 	c := &compiler{decoder: d, opt: opt, dir: filepath.Dir(name)}
 	s := c.compile(&fc)
 	s.File = name
-	s.Hash = sha256.Sum256(data)
+	s.Hash = hash
 	if len(d.probs) > 0 {
 		sortProblems(d.probs)
-		return nil, &Error{Problems: d.probs}
+		return nil, &Error{Problems: d.probs, Hash: hash}
 	}
 	sortProblems(c.warnings)
 	s.Warnings = c.warnings

@@ -104,7 +104,7 @@ func TestLoadExampleConfig(t *testing.T) {
 			{"pam-ws sources", sourceList(ws.Sources), "query:token header:authorization protocol cookie:sb-access-token"},
 			{"pam-ws forward", ws.Forward.String(), "same"},
 			{"pam-ws reject_with", ws.RejectHTTP, false},
-			{"pam-ws origins", fmt.Sprint(ws.Origins), "map[https://app.example.com:true]"},
+			{"pam-ws origins (origins: [] restricts nothing)", len(ws.Origins), 0},
 			{"pam-ws close_on_expiry", ws.CloseOnExpiry, true},
 			{"pam-ws revoke_open", ws.RevokeOpen, true},
 			{"pam-ws codes", ws.Codes, policy.DefaultRejections},
@@ -471,6 +471,10 @@ func TestParseDuration(t *testing.T) {
 		{"1h1d", 0, true},
 		{"one day", 0, true},
 		{"7 d", 0, true},
+		{"65535d", 65535 * 24 * time.Hour, false},
+		// Days plus hours past the int64 range: an error, not a wrapped
+		// negative duration.
+		{"65535d2562047h", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -842,5 +846,82 @@ func TestLoadDefaultSourcesPlainHTTPRoute(t *testing.T) {
 				t.Errorf("got sources %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	t.Run("missing file", func(t *testing.T) {
+		_, err := policy.Load("testdata/no-such-config.yaml", policy.Options{LookupEnv: env(nil)})
+		want := "testdata/no-such-config.yaml: cannot read config: no such file or directory"
+		if fmt.Sprint(err) != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	})
+	t.Run("hash follows the bytes", func(t *testing.T) {
+		a := parse(t, "upstream: {url: http://x}\n")
+		b := parse(t, "upstream: {url: http://x}\n")
+		c := parse(t, "upstream: {url: http://x} # changed\n")
+		if a.Hash != b.Hash {
+			t.Errorf("same bytes: got different hashes")
+		}
+		if a.Hash == c.Hash {
+			t.Errorf("different bytes: got the same hash")
+		}
+	})
+	t.Run("ReadFile option reads the config and key files", func(t *testing.T) {
+		pemKey, err := os.ReadFile("testdata/bad/ec256.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := map[string][]byte{
+			"/etc/authgate/config.yaml":   []byte("upstream: {url: http://x}\nmint: {private_key_file: keys/mint.pem, kid: k1}\n"),
+			"/etc/authgate/keys/mint.pem": pemKey,
+		}
+		var read []string
+		opt := policy.Options{LookupEnv: env(nil), ReadFile: func(name string) ([]byte, error) {
+			read = append(read, name)
+			if b, ok := files[name]; ok {
+				return b, nil
+			}
+			return nil, os.ErrNotExist
+		}}
+		s, err := policy.Load("/etc/authgate/config.yaml", opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Join(read, " "), "/etc/authgate/config.yaml /etc/authgate/keys/mint.pem"; got != want {
+			t.Errorf("read %q, want %q", got, want)
+		}
+		if s.Minter.Algorithm() != "ES256" {
+			t.Errorf("got %s, want ES256", s.Minter.Algorithm())
+		}
+	})
+}
+
+// TestDescriptionMintDefaults pins that /policy shows the effective mint
+// settings, defaults included: with mint.claims not written, minted tokens
+// carry role: authenticated, and the description must say so.
+func TestDescriptionMintDefaults(t *testing.T) {
+	s := parse(t, "upstream: {url: http://x}\nmint: {hs256_secret: "+testSecret+"}\n")
+	m := s.Description(time.Now()).Mint
+	if m == nil {
+		t.Fatal("Mint: got nil, want a description")
+	}
+	if m.TTL != "5m0s" || m.Issuer != "authgate" || m.Audience != "authenticated" || m.Algorithm != "HS256" {
+		t.Errorf("got ttl %q issuer %q audience %q algorithm %q, want 5m0s authgate authenticated HS256", m.TTL, m.Issuer, m.Audience, m.Algorithm)
+	}
+	tok, _, err := s.Minter.Mint(legacyUser, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims jwt.MapClaims
+	if _, err := jwt.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return []byte(testSecret), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if claims["role"] != "authenticated" {
+		t.Fatalf("minted role: got %v, want authenticated", claims["role"])
+	}
+	if got := fmt.Sprint(m.Claims); got != "map[role:authenticated]" {
+		t.Errorf("described claims: got %s, want map[role:authenticated] (what minted tokens carry)", got)
 	}
 }

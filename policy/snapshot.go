@@ -215,3 +215,13 @@ func (s *Snapshot) NextBoundary(now time.Time) time.Time {
 	}
 	return next
 }
+
+// RouteByName returns the route called name, or nil.
+func (s *Snapshot) RouteByName(name string) *Route {
+	for _, rt := range s.Routes {
+		if rt.Name == name {
+			return rt
+		}
+	}
+	return nil
+}

@@ -22,6 +22,7 @@ func newAdmin(srv *Server) *adminServer {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.HandleFunc("GET /policy", a.policy)
 	mux.HandleFunc("GET /jwks.json", a.jwks)
+	mux.Handle("GET /metrics", srv.metrics.handler())
 	a.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
 	return a
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"time"
 
 	"authgate/event"
 	"authgate/policy"
@@ -22,6 +23,7 @@ type exchange struct {
 	requestID string
 	clientIP  string
 	xff       string
+	start     time.Time
 }
 
 type exchangeKey struct{}
@@ -37,11 +39,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws := isWebSocketUpgrade(r)
-	x := &exchange{snap: snap, websocket: ws, requestID: requestID(r)}
+	x := &exchange{snap: snap, websocket: ws, requestID: requestID(r), start: time.Now()}
 	x.clientIP, x.xff = clientIP(r, snap.TrustedProxies)
 	now := s.now()
 	x.d = snap.Decide(r.Context(), r, ws, now)
 	d := &x.d
+	if d.Route != nil {
+		s.limit(x, now)
+	}
 
 	if d.Route != nil {
 		transport := event.TransportHTTP
@@ -52,11 +57,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d: d, transport: transport, clientIP: x.clientIP, origin: r.Header.Get("Origin"),
 			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
 		})
+		s.metrics.decision(d.Route.Name, transport, d.Class.String(), d.Action.String())
+		if d.Class == rewrite.ClassUUID {
+			s.metrics.legacySeen.WithLabelValues(d.Route.Name).Set(float64(now.Unix()))
+		}
 	}
 	if d.Action == policy.ActionReject {
 		name := d.Class.String()
-		if d.Route == nil {
+		switch {
+		case d.Route == nil:
 			name = "not_found"
+		case d.Rejection.CloseCode == rejectRateLimited.CloseCode:
+			name = "rate_limited"
 		}
 		s.reject(w, r, x, name, d.Rejection)
 		return
@@ -81,6 +93,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// limit applies rate_limit: a client IP whose rejected attempts used up
+// its bucket gets 4029 / 429 for anything but a verified JWT (so users
+// sharing its NAT with a reconnect loop still get in), and every
+// rejection takes from the bucket.
+func (s *Server) limit(x *exchange, now time.Time) {
+	d := &x.d
+	if d.Class != rewrite.ClassJWT || !d.Verified {
+		if s.limiter.blocked(x.clientIP, now) {
+			d.Action, d.Would, d.Reason = policy.ActionReject, policy.ActionNone, "rate limited"
+			d.Rejection = rejectRateLimited
+			s.metrics.rateLimited.Inc()
+			return
+		}
+	}
+	if d.Action == policy.ActionReject {
+		s.limiter.rejected(x.clientIP, now)
+	}
 }
 
 // rewriteHTTP is the ReverseProxy's Rewrite hook. ReverseProxy has
@@ -139,6 +170,7 @@ func forwardedProto(in *http.Request, x *exchange) string {
 	return "http"
 }
 
+var rejectRateLimited = policy.Rejection{CloseCode: 4029, Status: http.StatusTooManyRequests, Message: "too many failed attempts; retry later"}
 var rejectShutdown = policy.Rejection{CloseCode: 1012, Status: http.StatusServiceUnavailable, Message: "service restart"}
 var rejectBadGateway = policy.Rejection{CloseCode: 1014, Status: http.StatusBadGateway, Message: "bad gateway"}
 var rejectGatewayTimeout = policy.Rejection{CloseCode: 1014, Status: http.StatusGatewayTimeout, Message: "upstream timeout"}

@@ -21,6 +21,9 @@ type wsConn struct {
 	requestID string
 	user      string
 	opened    time.Time
+
+	deadline  time.Time // close_on_expiry: when the client JWT expires (plus leeway)
+	heapIndex int       // position in the expiry heap; -1 when not in it
 }
 
 // closeCause is an authgate-initiated close: the code and reason for each

@@ -27,6 +27,8 @@ type RunOptions struct {
 	Logs io.Writer
 	// Reload asks for a reload (SIGHUP).
 	Reload <-chan struct{}
+	// Watch reloads when the config file changes on disk.
+	Watch bool
 	// Ready is called once the listeners are up, with their addresses
 	// (admin is nil when admin_listen is "").
 	Ready func(public, admin net.Addr)
@@ -71,6 +73,15 @@ func Run(ctx context.Context, opt RunOptions) error {
 		adminAddr = aln.Addr()
 		go admin.serve(aln)
 	}
+	reload := make(chan struct{}, 1)
+	if opt.Reload != nil {
+		go forward(ctx, opt.Reload, reload)
+	}
+	if opt.Watch {
+		if err := watchConfig(ctx, opt.ConfigPath, reload, logger); err != nil {
+			logger.Warn().Str(event.FieldEvent, event.Config).Err(err).Msg("cannot watch the config file; reload with SIGHUP")
+		}
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	srv.LogStart(ln.Addr().String())
@@ -78,21 +89,32 @@ func Run(ctx context.Context, opt RunOptions) error {
 		opt.Ready(ln.Addr(), adminAddr)
 	}
 
+	// lastTried is the hash of the last file content loaded or rejected:
+	// a burst of file events, or a SIGHUP, for content already seen does
+	// nothing (the BBE config/reload.go rule).
+	lastTried := snap.Hash
 	for {
 		select {
-		case <-opt.Reload:
+		case <-reload:
 			next, err := load(opt.ConfigPath)
-			if err == nil {
+			var pe *policy.Error
+			switch {
+			case err == nil && next.Hash == lastTried, errors.As(err, &pe) && pe.Hash != [32]byte{} && pe.Hash == lastTried:
+				srv.metrics.reloads.WithLabelValues("unchanged").Inc()
+				continue
+			case err == nil:
+				lastTried = next.Hash
 				next, err = jwks.attach(ctx, next)
+			case pe != nil:
+				lastTried = pe.Hash
 			}
 			if err != nil {
+				srv.metrics.reloads.WithLabelValues("rejected").Inc()
 				logConfig(&logger, "rejected", nil, err)
 				continue
 			}
-			if next.Hash == srv.Snapshot().Hash {
-				continue
-			}
 			srv.Swap(next)
+			srv.metrics.reloads.WithLabelValues("reloaded").Inc()
 			logConfig(&logger, "reloaded", next, nil)
 		case err := <-serveErr:
 			return err
@@ -106,6 +128,25 @@ func Run(ctx context.Context, opt RunOptions) error {
 			cancel()
 			srv.LogStop(n, err)
 			return nil
+		}
+	}
+}
+
+// forward copies reload requests from in to out until ctx ends,
+// coalescing them while one is pending.
+func forward(ctx context.Context, in <-chan struct{}, out chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-in:
+			if !ok {
+				return
+			}
+			select {
+			case out <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

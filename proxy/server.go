@@ -46,6 +46,10 @@ type Server struct {
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	conns     registry
+	metrics   *metrics
+	limiter   *ipLimiter
+	expiry    expiryQueue
+	boundary  boundaryTimer
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -56,12 +60,15 @@ var _ http.Handler = (*Server)(nil)
 
 // New returns a Server serving snap.
 func New(snap *policy.Snapshot, opt Options) *Server {
-	s := &Server{log: opt.Logger, now: opt.Now}
+	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter()}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	s.snap.Store(snap)
+	s.limiter.configure(snap.RateLimit)
 	s.conns.init()
+	s.expiry.init(s.expire)
+	s.boundary.schedule(snap, s.now(), s.onBoundary)
 	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
 	s.transport = &http.Transport{
 		Proxy: nil, // authgate talks to its upstream directly
@@ -91,8 +98,16 @@ func New(snap *policy.Snapshot, opt Options) *Server {
 func (s *Server) Snapshot() *policy.Snapshot { return s.snap.Load() }
 
 // Swap puts snap in force for requests that start from now on; requests
-// in flight finish with the snapshot they started with.
-func (s *Server) Swap(snap *policy.Snapshot) { s.snap.Store(snap) }
+// in flight finish with the snapshot they started with. Open WebSockets
+// are decided again under snap (revoke_open), and the next stage boundary
+// is scheduled.
+func (s *Server) Swap(snap *policy.Snapshot) {
+	s.snap.Store(snap)
+	s.limiter.configure(snap.RateLimit)
+	now := s.now()
+	s.revoke(snap, now, "policy reloaded")
+	s.boundary.schedule(snap, now, s.onBoundary)
+}
 
 // OpenWebSockets returns how many relayed WebSockets are open.
 func (s *Server) OpenWebSockets() int { return s.conns.len() }
@@ -139,6 +154,8 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 			errs[i] = hs.Shutdown(ctx)
 		}()
 	}
+	s.boundary.stop()
+	s.expiry.stop()
 	n := s.conns.closeAll(closeShutdown)
 	wsErr := s.conns.wait(ctx)
 	wg.Wait()

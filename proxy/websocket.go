@@ -111,10 +111,18 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 		requestID: x.requestID,
 		user:      x.d.User,
 		opened:    time.Now(),
+		heapIndex: -1,
 	}
 	s.conns.add(conn)
+	s.metrics.wsOpen.WithLabelValues(conn.route.Name).Inc()
+	s.metrics.handshake.Observe(time.Since(x.start).Seconds())
+	if conn.route.CloseOnExpiry && x.d.Class == rewrite.ClassJWT && !x.d.Expiry.IsZero() {
+		s.expiry.add(conn, x.d.Expiry.Add(x.snap.Verifier.Config().Leeway))
+	}
 	res := conn.relay.Run()
+	s.expiry.remove(conn)
 	s.conns.remove(conn)
+	s.metrics.wsOpen.WithLabelValues(conn.route.Name).Dec()
 	s.logClose(x, conn, res)
 }
 
@@ -302,6 +310,11 @@ func (s *Server) logUpstreamError(r *http.Request, x *exchange, err error) polic
 		ev = ev.Str(event.FieldRoute, x.d.Route.Name)
 	}
 	ev.Msg("upstream failed")
+	route := ""
+	if x.d.Route != nil {
+		route = x.d.Route.Name
+	}
+	s.metrics.upstreamErrs.WithLabelValues(route).Inc()
 	return rej
 }
 

@@ -33,7 +33,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	err := proxy.Run(ctx, proxy.RunOptions{ConfigPath: configPath(*cfg), Logs: stdout, Reload: reload})
+	err := proxy.Run(ctx, proxy.RunOptions{ConfigPath: configPath(*cfg), Logs: stdout, Reload: reload, Watch: true})
 	if err != nil {
 		printLoadError(stderr, err)
 		fmt.Fprintln(stderr, "authgate: not started")

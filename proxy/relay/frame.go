@@ -81,6 +81,9 @@ func (fr *frameReader) fill() error {
 	return err
 }
 
+// idle reports that nothing read from the peer is waiting to be parsed.
+func (fr *frameReader) idle() bool { return len(fr.pending) == 0 && fr.r == fr.w }
+
 func (fr *frameReader) buffered() int {
 	if len(fr.pending) > 0 {
 		return len(fr.pending)

@@ -46,6 +46,16 @@ func (e *copyError) Unwrap() error { return e.err }
 // run relays frames until src sends its close frame or the direction fails.
 func (p *pump) run() {
 	for {
+		// An idle direction waits here, in a read into the Conn's own
+		// small buffer, called straight from this loop: the stack stays
+		// under 1 KiB, so the runtime shrinks it to its 2 KiB minimum.
+		if p.fr.idle() {
+			err := p.fr.fill()
+			if err != nil {
+				p.srcFailed(err)
+				return
+			}
+		}
 		h, inline, err := p.readHeader()
 		if errors.Is(err, ws.ErrHeaderLengthMSB) {
 			p.violation(CodeProtocolError, "invalid payload length", srcLost)
@@ -77,7 +87,7 @@ func (p *pump) run() {
 // whose payload is buffered too can be written on from there in one write.
 func (p *pump) readHeader() (h ws.Header, inline bool, err error) {
 	fr := &p.fr
-	if len(fr.pending) == 0 && fr.r == fr.w {
+	if fr.idle() {
 		err = fr.fill()
 		if err != nil {
 			return h, false, err

@@ -209,11 +209,22 @@ func nonEmpty(b []byte) []byte {
 // Run may be called once.
 func (c *Conn) Run() Result {
 	if !c.started.CompareAndSwap(false, true) {
-		return Result{Err: errors.New("relay: Run called twice")}
+		return Result{Err: errRunTwice}
 	}
 	c.wg.Add(1)
 	go c.relayUpstreamToClient()
 	c.relayClientToUpstream()
+	return c.finish()
+}
+
+var errRunTwice = errors.New("relay: Run called twice")
+
+// finish waits for the other direction, closes the sockets and assembles
+// the Result. It is not part of Run so that Run's stack frame, which sits
+// under the client-to-upstream loop for the connection's life, stays small.
+//
+//go:noinline
+func (c *Conn) finish() Result {
 	c.wg.Wait()
 
 	// Both directions are done: each received its peer's close frame, or
