@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -128,16 +129,16 @@ func (r *classRule) unmarshalNode(d *decoder, n *yaml.Node, path string) {
 		}
 		r.Single = true
 		if err := r.Action.unmarshalScalar(s); err != nil {
-			d.problem(n.Line, path, "%v", err)
+			d.problemAt(n, path, "%v", err)
 		}
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.problem(n.Line, path, "want an action (pass, rewrite, reject) or a list of stages, got %s", kindNames[n.Kind])
+		d.problemAt(n, path, "want an action (pass, rewrite, reject) or a list of stages, got %s", kindNames[n.Kind])
 		return
 	}
 	if len(n.Content) == 0 {
-		d.problem(n.Line, path, "empty stage list; give an action or at least one stage")
+		d.problemAt(n, path, "empty stage list; give an action or at least one stage")
 		return
 	}
 	d.decode(n, path, reflectValueOf(&r.Stages))
@@ -203,7 +204,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("bad duration %q; write it like 30s, 5m, 12h or 7d", orig)
 	}
-	if days > 0 && v < 0 {
+	if days > 0 && (v < 0 || v > math.MaxInt64-days) {
 		return 0, fmt.Errorf("bad duration %q; write it like 30s, 5m, 12h or 7d", orig)
 	}
 	return days + v, nil

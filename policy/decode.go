@@ -19,8 +19,16 @@ type decoder struct {
 	file   string
 	lookup func(string) (string, bool)
 	probs  []Problem
-	lines  map[string]int // key path -> line of its key, for later checks
+	lines  map[string]pos // key path -> position of its key, for later checks
+	// budget bounds how many nodes decoding may visit, so that nested
+	// aliases (a "billion laughs" document) cannot expand without end.
+	budget int
 }
+
+type pos struct{ line, col int }
+
+// maxNodes is the decoding budget: far above any real config.
+const maxNodes = 100_000
 
 // nodeUnmarshaler is implemented by types that read a whole node (for
 // example a class policy, which is a scalar action or a list of stages).
@@ -34,15 +42,20 @@ type scalarUnmarshaler interface {
 	unmarshalScalar(s string) error
 }
 
-func (d *decoder) problem(line int, path, format string, args ...any) {
-	d.probs = append(d.probs, Problem{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+func (d *decoder) problem(at pos, path, format string, args ...any) {
+	d.probs = append(d.probs, Problem{File: d.file, Line: at.line, col: at.col, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// lineOf returns the line of the key at path, or of its nearest ancestor.
-func (d *decoder) lineOf(path string) int {
+func (d *decoder) problemAt(n *yaml.Node, path, format string, args ...any) {
+	d.problem(pos{n.Line, n.Column}, path, format, args...)
+}
+
+// posOf returns the position of the key at path, or of its nearest
+// ancestor.
+func (d *decoder) posOf(path string) pos {
 	for path != "" {
-		if l, ok := d.lines[path]; ok {
-			return l
+		if p, ok := d.lines[path]; ok {
+			return p
 		}
 		i := strings.LastIndexAny(path, ".[")
 		if i < 0 {
@@ -50,7 +63,17 @@ func (d *decoder) lineOf(path string) int {
 		}
 		path = path[:i]
 	}
-	return 0
+	return pos{}
+}
+
+// spend takes one node from the budget and reports whether decoding may
+// go on; the first overrun is a problem.
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	d.budget--
+	if d.budget == -1 {
+		d.problemAt(n, path, "the document expands to more than %d values (nested aliases?); write it out plainly", maxNodes)
+	}
+	return d.budget >= 0
 }
 
 var kindNames = map[yaml.Kind]string{
@@ -69,7 +92,7 @@ func join(path, key string) string {
 // recording a problem.
 func (d *decoder) scalar(n *yaml.Node, path, want string) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
-		d.problem(n.Line, path, "want %s, got %s", want, kindNames[n.Kind])
+		d.problemAt(n, path, "want %s, got %s", want, kindNames[n.Kind])
 		return "", false
 	}
 	if n.Tag == "!!null" {
@@ -77,7 +100,7 @@ func (d *decoder) scalar(n *yaml.Node, path, want string) (string, bool) {
 	}
 	s, err := expandEnv(n.Value, d.lookup)
 	if err != nil {
-		d.problem(n.Line, path, "%v", err)
+		d.problemAt(n, path, "%v", err)
 		return "", false
 	}
 	return s, true
@@ -86,6 +109,9 @@ func (d *decoder) scalar(n *yaml.Node, path, want string) (string, bool) {
 func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if !d.spend(n, path) {
+		return
 	}
 	if v.CanAddr() {
 		switch u := v.Addr().Interface().(type) {
@@ -98,7 +124,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 				return
 			}
 			if err := u.unmarshalScalar(s); err != nil {
-				d.problem(n.Line, path, "%v", err)
+				d.problemAt(n, path, "%v", err)
 			}
 			return
 		}
@@ -108,10 +134,14 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 			return
 		}
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
+		// Set the pointer only when its value decoded cleanly, so a bad
+		// value reads as absent to the checks that follow.
+		nv := reflect.New(v.Type().Elem())
+		before := len(d.probs)
+		d.decode(n, path, nv.Elem())
+		if len(d.probs) == before {
+			v.Set(nv)
 		}
-		d.decode(n, path, v.Elem())
 	case reflect.Struct:
 		d.decodeStruct(n, path, v)
 	case reflect.Slice:
@@ -119,13 +149,13 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 			return
 		}
 		if n.Kind != yaml.SequenceNode {
-			d.problem(n.Line, path, "want a list, got %s", kindNames[n.Kind])
+			d.problemAt(n, path, "want a list, got %s", kindNames[n.Kind])
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			d.lines[p] = item.Line
+			d.lines[p] = pos{item.Line, item.Column}
 			d.decode(item, p, s.Index(i))
 		}
 		v.Set(s)
@@ -151,7 +181,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		case "false":
 			v.SetBool(false)
 		default:
-			d.problem(n.Line, path, "want true or false, got %q", s)
+			d.problemAt(n, path, "want true or false, got %q", s)
 		}
 	case reflect.Int:
 		s, ok := d.scalar(n, path, "a whole number")
@@ -160,7 +190,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		}
 		i, err := strconv.Atoi(s)
 		if err != nil {
-			d.problem(n.Line, path, "want a whole number, got %q", s)
+			d.problemAt(n, path, "want a whole number, got %q", s)
 			return
 		}
 		v.SetInt(int64(i))
@@ -174,7 +204,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.problem(n.Line, path, "want a mapping of keys, got %s", kindNames[n.Kind])
+		d.problemAt(n, path, "want a mapping of keys, got %s", kindNames[n.Kind])
 		return
 	}
 	t := v.Type()
@@ -194,24 +224,24 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		key := k.Value
 		p := join(path, key)
 		if k.Kind != yaml.ScalarNode {
-			d.problem(k.Line, path, "keys must be plain words")
+			d.problemAt(k, path, "keys must be plain words")
 			continue
 		}
 		if key == "<<" {
-			d.problem(k.Line, path, "merge keys (<<) are not supported; write the keys out")
+			d.problemAt(k, path, "merge keys (<<) are not supported; write the keys out")
 			continue
 		}
 		idx, ok := fields[key]
 		if !ok {
-			d.problem(k.Line, p, "unknown key%s; valid keys here: %s", suggest(key, names), strings.Join(names, ", "))
+			d.problemAt(k, p, "unknown key%s; valid keys here: %s", suggest(key, names), strings.Join(names, ", "))
 			continue
 		}
 		if seen[key] {
-			d.problem(k.Line, p, "duplicate key; keep one")
+			d.problemAt(k, p, "duplicate key; keep one")
 			continue
 		}
 		seen[key] = true
-		d.lines[p] = k.Line
+		d.lines[p] = pos{k.Line, k.Column}
 		d.decode(val, p, v.Field(idx))
 	}
 }
@@ -221,7 +251,7 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.problem(n.Line, path, "want a mapping, got %s", kindNames[n.Kind])
+		d.problemAt(n, path, "want a mapping, got %s", kindNames[n.Kind])
 		return
 	}
 	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -229,15 +259,15 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 		k, val := n.Content[i], n.Content[i+1]
 		p := join(path, k.Value)
 		if k.Kind != yaml.ScalarNode {
-			d.problem(k.Line, path, "keys must be plain words")
+			d.problemAt(k, path, "keys must be plain words")
 			continue
 		}
 		kv := reflect.ValueOf(k.Value).Convert(v.Type().Key())
 		if m.MapIndex(kv).IsValid() {
-			d.problem(k.Line, p, "duplicate key; keep one")
+			d.problemAt(k, p, "duplicate key; keep one")
 			continue
 		}
-		d.lines[p] = k.Line
+		d.lines[p] = pos{k.Line, k.Column}
 		ev := reflect.New(v.Type().Elem()).Elem()
 		d.decode(val, p, ev)
 		m.SetMapIndex(kv, ev)
@@ -250,6 +280,9 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 func (d *decoder) anyValue(n *yaml.Node, path string) (any, bool) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if !d.spend(n, path) {
+		return nil, false
 	}
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -293,7 +326,7 @@ func (d *decoder) anyValue(n *yaml.Node, path string) (any, bool) {
 		}
 		return out, true
 	}
-	d.problem(n.Line, path, "unsupported value")
+	d.problemAt(n, path, "unsupported value")
 	return nil, false
 }
 

@@ -12,6 +12,7 @@ type Problem struct {
 	Line int    // 0 when unknown (the file as a whole)
 	Path string // dotted key path, e.g. routes[1].policy.uuid[2].until
 	Msg  string
+	col  int // orders problems on one line in file order
 }
 
 func (p Problem) String() string {
@@ -46,5 +47,10 @@ func (e *Error) Error() string {
 }
 
 func sortProblems(ps []Problem) {
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].Line != ps[j].Line {
+			return ps[i].Line < ps[j].Line
+		}
+		return ps[i].col < ps[j].col
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -41,8 +43,12 @@ const (
 // DefaultAlgorithms is verify.algorithms when not written.
 var DefaultAlgorithms = []string{"HS256", "ES256", "RS256"}
 
-// DefaultSources is a route's token.from when not written.
-var DefaultSources = []string{"query:token", "header:authorization", "protocol"}
+// DefaultSources is a route's token.from when not written; a route with
+// websocket: false gets DefaultHTTPSources.
+var (
+	DefaultSources     = []string{"query:token", "header:authorization", "protocol"}
+	DefaultHTTPSources = []string{"query:token", "header:authorization"}
+)
 
 var knownAlgorithms = []string{"HS256", "HS384", "HS512", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
 
@@ -90,11 +96,12 @@ func Parse(name string, data []byte, opt Options) (*Snapshot, error) {
 	if opt.ReadFile == nil {
 		opt.ReadFile = os.ReadFile
 	}
-	d := &decoder{file: name, lookup: opt.LookupEnv, lines: map[string]int{}}
+	d := &decoder{file: name, lookup: opt.LookupEnv, lines: map[string]pos{}, budget: maxNodes}
 	hash := sha256.Sum256(data)
 	var root yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {
-		return nil, &Error{Problems: []Problem{syntaxProblem(name, err)}, Hash: hash}
+	err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{Problems: []Problem{syntaxProblem(name, data, err)}, Hash: hash}
 	}
 	if len(root.Content) == 0 {
 		return nil, &Error{Problems: []Problem{{File: name, Msg: "config is empty; see config.yaml in the repository for a commented example"}}, Hash: hash}
@@ -117,13 +124,53 @@ func Parse(name string, data []byte, opt Options) (*Snapshot, error) {
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-func syntaxProblem(name string, err error) Problem {
+func syntaxProblem(name string, data []byte, err error) Problem {
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		// yaml's parser errors name the line where the enclosing block
+		// starts, not the bad line (a mis-indented key on line 4 reads as
+		// "line 1"). The shortest prefix of whole lines that no longer
+		// parses ends at the bad line.
+		if bad := firstBadLine(data); bad > line {
+			line = bad
+		}
 		return Problem{File: name, Line: line, Msg: "yaml syntax: " + m[2]}
 	}
 	return Problem{File: name, Msg: "yaml syntax: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// firstBadLine returns the smallest n such that the first n lines of data
+// do not parse as YAML, or 0. It bisects: a prefix that fails stays
+// failing as lines are added, in practice, for the errors this serves.
+func firstBadLine(data []byte) int {
+	ends := []int{}
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	fails := func(n int) bool {
+		var node yaml.Node
+		err := yaml.Unmarshal(data[:ends[n-1]], &node)
+		return err != nil
+	}
+	lo, hi := 1, len(ends)
+	if hi == 0 || !fails(hi) {
+		return 0
+	}
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 type compiler struct {
@@ -133,17 +180,29 @@ type compiler struct {
 	warnings []Problem
 }
 
-// errf records a semantic problem at path, unless path or a key below it
-// already has one (an unset ${VAR} should not also read as "required").
+// errf records a semantic problem at path, unless path or a key above it
+// already has one: an unset ${VAR} should not also read as "required",
+// nor a list where a mapping belongs as a list of missing keys.
 func (c *compiler) errf(path, format string, args ...any) {
-	if c.hasProblemAt(path) {
+	if c.hasProblemAbove(path) {
 		return
 	}
-	c.problem(c.lineOf(path), path, format, args...)
+	c.problem(c.posOf(path), path, format, args...)
 }
 
 func (c *compiler) warnf(path, format string, args ...any) {
-	c.warnings = append(c.warnings, Problem{File: c.file, Line: c.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	p := c.posOf(path)
+	c.warnings = append(c.warnings, Problem{File: c.file, Line: p.line, col: p.col, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// hasProblemAbove reports a problem at path or at one of its ancestors.
+func (c *compiler) hasProblemAbove(path string) bool {
+	for _, p := range c.probs {
+		if p.Path != "" && (p.Path == path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[")) {
+			return true
+		}
+	}
+	return false
 }
 
 func strOr(p *string, def string) string {
@@ -247,9 +306,7 @@ func (c *compiler) upstream(u *upstreamConfig) Upstream {
 	} else {
 		up.URL = pu
 	}
-	if u.HostHeader == nil {
-		c.lines["upstream.host_header"] = c.lineOf("upstream")
-	}
+
 	switch h := up.HostHeader; h {
 	case HostUpstream, HostClient:
 	default:
@@ -344,7 +401,7 @@ func (c *compiler) mint(m *mintConfig) *rewrite.Minter {
 	if cfg.Claims == nil {
 		cfg.Claims = map[string]any{"role": "authenticated"}
 	}
-	for k := range m.Claims {
+	for _, k := range slices.Sorted(maps.Keys(m.Claims)) {
 		if slices.Contains(rewrite.ReservedClaims, k) {
 			c.errf("mint.claims."+k, "%q is set by authgate; remove it (reserved: %s)", k, strings.Join(rewrite.ReservedClaims, ", "))
 		}
@@ -357,6 +414,9 @@ func (c *compiler) mint(m *mintConfig) *rewrite.Minter {
 		c.errf("mint.private_key_file", "set either hs256_secret or private_key_file, not both")
 		return nil
 	case m.HS256Secret == "" && m.PrivateKeyFile == "":
+		if c.hasProblemAt("mint") {
+			return nil // e.g. an unset ${VAR} in hs256_secret, already reported
+		}
 		c.errf("mint", "no key: set hs256_secret (the secret the backend verifies with) or private_key_file")
 		return nil
 	case m.PrivateKeyFile != "":
@@ -465,6 +525,9 @@ func (c *compiler) route(path string, idx int, rc *routeConfig, s *Snapshot) *Ro
 	from := rc.Token.From
 	if from == nil {
 		from = DefaultSources
+		if rc.Match.WebSocket != nil && !*rc.Match.WebSocket {
+			from = DefaultHTTPSources
+		}
 	}
 	if len(from) == 0 {
 		c.errf(path+".token.from", "empty; list where the token may be, like [query:token, header:authorization]")
@@ -507,7 +570,8 @@ func (c *compiler) route(path string, idx int, rc *routeConfig, s *Snapshot) *Ro
 		rt.Origins[norm] = true
 	}
 	rt.Codes = DefaultRejections
-	for k, code := range rc.CloseCodes {
+	for _, k := range slices.Sorted(maps.Keys(rc.CloseCodes)) {
+		code := rc.CloseCodes[k]
 		p := path + ".close_codes." + k
 		cls, ok := rewrite.ParseClass(k)
 		if !ok {
@@ -648,7 +712,7 @@ func (c *compiler) describe(s *Snapshot, fc *fileConfig) Description {
 	vc := s.Verifier.Config()
 	d.Verify = VerifyDesc{HS256Secret: len(vc.HS256Secret) > 0, JWKSURL: s.JWKSURL, Algorithms: vc.Algorithms, Issuer: vc.Issuer, Audience: vc.Audience, Leeway: FormatDuration(vc.Leeway)}
 	if s.Minter != nil {
-		d.Mint = &MintDesc{Algorithm: s.Minter.Algorithm(), KID: fc.Mint.KID, TTL: FormatDuration(s.Minter.TTL()), Issuer: strOr(fc.Mint.Issuer, DefaultMintIssuer), Audience: strOr(fc.Mint.Audience, DefaultAudience), Claims: fc.Mint.Claims}
+		d.Mint = &MintDesc{Algorithm: s.Minter.Algorithm(), KID: fc.Mint.KID, TTL: FormatDuration(s.Minter.TTL()), Issuer: strOr(fc.Mint.Issuer, DefaultMintIssuer), Audience: strOr(fc.Mint.Audience, DefaultAudience), Claims: s.Minter.Claims()}
 	}
 	for _, w := range s.Warnings {
 		d.Warnings = append(d.Warnings, w.String())

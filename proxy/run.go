@@ -34,6 +34,8 @@ type RunOptions struct {
 	Ready func(public, admin net.Addr)
 	// Now is the decision clock; nil means time.Now.
 	Now func() time.Time
+
+	onServer func(*Server) // tests: the Server once created
 }
 
 // Run loads the policy, serves it until ctx ends, reloads on request,
@@ -57,6 +59,9 @@ func Run(ctx context.Context, opt RunOptions) error {
 	logConfig(&logger, "loaded", snap, nil)
 
 	srv := New(snap, Options{Logger: logger, Now: opt.Now})
+	if opt.onServer != nil {
+		opt.onServer(srv)
+	}
 	ln, err := net.Listen("tcp", snap.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", snap.Listen, err)

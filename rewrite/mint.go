@@ -160,3 +160,6 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	}
 	return s, nil
 }
+
+// Claims returns the extra claims added to every minted token.
+func (m *Minter) Claims() map[string]any { return m.cfg.Claims }

@@ -26,10 +26,10 @@ const inlineSize = 512
 // ones are streamed socket to socket.
 const poolSize = 32 << 10
 
-// streamChunk bounds one socket-to-socket copy, so the write deadline is
-// renewed while a large payload streams (splice moves at most 1 MiB a call
-// anyway).
-const streamChunk = 1 << 20
+// streamChunk bounds one socket-to-socket copy, so the deadlines are
+// renewed while a large payload streams: a peer must move 64 KiB per
+// WriteTimeout (6.5 KB/s at the default), not the whole payload.
+const streamChunk = 64 << 10
 
 // bufPool holds poolSize buffers, borrowed only while a frame is copied.
 var bufPool = sync.Pool{New: func() any {

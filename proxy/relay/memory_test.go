@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -10,9 +11,12 @@ import (
 // TestIdleMemory measures what an idle relayed connection costs in heap and
 // goroutine stacks, over and above its two sockets: the budget for all of
 // authgate is 12 KiB of RSS per proxied WebSocket at 5,000 connections.
-// Expected: two goroutines whose idle stacks shrink to the 2 KiB minimum,
-// and the Conn itself (about 1.6 KiB, most of it the two 512-byte read
-// buffers) - about 5.3 KiB.
+// Every connection first carries a large frame each way (which grows the
+// goroutines' stacks), then idles past restAfter, so both directions move
+// to fresh goroutines, which start with the runtime's starting stack size
+// (2 KiB once collections have seen the idle relays). Expected: two 2 KiB
+// stacks and the Conn itself (about 1.6 KiB, most of it the two 512-byte
+// read buffers).
 func TestIdleMemory(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("memory figures need a full, race-free run")
@@ -43,28 +47,46 @@ func TestIdleMemory(t *testing.T) {
 		client, proxyIn := pair()
 		proxyOut, upstream := pair()
 		ends[i] = peers{client, upstream}
-		relays[i] = New(proxyIn, nil, proxyOut, nil, Options{})
+		relays[i] = New(proxyIn, nil, proxyOut, nil, Options{restAfter: 100 * time.Millisecond})
 	}
 	before := memInUse()
+	goroutines := runtime.NumGoroutine()
 	done := make(chan Result, n)
 	for _, rc := range relays {
-		go func() { done <- rc.Run() }()
+		rc.Start(func(r Result) { done <- r })
 	}
-	// Some traffic first, so stacks have grown the way they do in use.
-	msg := frame(2, true, make([]byte, 100<<10), true)
-	for _, e := range ends[:100] {
-		go e.client.Write(msg)
-		buf := make([]byte, len(msg))
+	up := frame(2, true, make([]byte, 100<<10), true)
+	down := frame(2, true, make([]byte, 100<<10), false)
+	buf := make([]byte, len(up))
+	for _, e := range ends {
+		go e.client.Write(up)
+		go e.upstream.Write(down)
 		e.upstream.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err := readFull(e.upstream, buf)
+		_, err := readFull(e.upstream, buf[:len(up)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = readFull(e.client, buf[:len(down)])
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Collections while all are idle, before they rest: the runtime
+	// starts new goroutines with the average stack use that the
+	// collection before the last one saw.
+	time.Sleep(20 * time.Millisecond)
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(500 * time.Millisecond)
 	after := memInUse()
+	if got, want := runtime.NumGoroutine()-goroutines, 2*n; got != want {
+		t.Errorf("relay goroutines: got %d, want %d", got, want)
+	}
 	per := float64(after-before) / n
-	t.Logf("idle relay: %.0f bytes of heap and stack per connection (%d connections)", per, n)
+	sample := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+	metrics.Read(sample)
+	t.Logf("idle relay: %.0f bytes of heap and stack per connection (%d connections; new goroutines start with %d-byte stacks)", per, n, sample[0].Value.Uint64())
 	if per > 6144 {
 		t.Errorf("idle relay memory: got %.0f bytes per connection, want at most 6144", per)
 	}

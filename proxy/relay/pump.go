@@ -24,6 +24,10 @@ type pump struct {
 	hb         [ws.MaxHeaderSize - 2]byte // ws.ReadHeaderBuffer scratch
 	lr         io.LimitedReader           // reused so streaming allocates nothing
 	fragmented bool                       // a data message from src is unfinished
+
+	// The idle deadline (see defaultRestAfter): rearmAt is when it must be
+	// pushed out again; zero when none is set.
+	rearmAt time.Time
 }
 
 // copyError tells a failed frame copy's failures apart.
@@ -43,43 +47,68 @@ const (
 func (e *copyError) Error() string { return e.err.Error() }
 func (e *copyError) Unwrap() error { return e.err }
 
-// run relays frames until src sends its close frame or the direction fails.
-func (p *pump) run() {
+// run relays frames until src sends its close frame or the direction fails
+// (then it returns true), or until src has been idle for restAfter: then it
+// starts a fresh goroutine to go on and returns false.
+func (p *pump) run() bool {
 	for {
 		// An idle direction waits here, in a read into the Conn's own
-		// small buffer, called straight from this loop: the stack stays
-		// under 1 KiB, so the runtime shrinks it to its 2 KiB minimum.
+		// small buffer, called straight from this loop so the stack in
+		// use stays under 1 KiB and fits a minimal stack.
 		if p.fr.idle() {
+			p.keepAlive()
 			err := p.fr.fill()
 			if err != nil {
+				if isTimeout(err) && p.c.rest(p) {
+					if p.fromClient {
+						go p.c.relayClientToUpstream()
+					} else {
+						go p.c.relayUpstreamToClient()
+					}
+					return false
+				}
 				p.srcFailed(err)
-				return
+				return true
 			}
 		}
 		h, inline, err := p.readHeader()
 		if errors.Is(err, ws.ErrHeaderLengthMSB) {
 			p.violation(CodeProtocolError, "invalid payload length", srcLost)
-			return
+			return true
 		}
 		if err != nil {
 			p.srcFailed(err)
-			return
+			return true
 		}
 		code, reason := checkHeader(h, p.fromClient, p.c.opt.Deflate, &p.fragmented)
 		if code != 0 {
 			p.violation(code, reason, h.Length)
-			return
+			return true
 		}
 		if h.OpCode == ws.OpClose {
 			p.closeFrame(h)
-			return
+			return true
 		}
 		err = p.forward(h, inline)
 		if err != nil {
 			p.copyFailed(err.(*copyError))
-			return
+			return true
 		}
 	}
+}
+
+// keepAlive keeps src's idle deadline at least restAfter/2 ahead, so it
+// only fires after that long without data, and mid-frame reads (bounded
+// by it too) have time. It is lazy: one clock read per call, a deadline
+// change at most every restAfter/2. A long-idle connection thus moves to
+// fresh goroutines every restAfter, which lets its stacks follow the
+// runtime's current starting size.
+func (p *pump) keepAlive() {
+	now := time.Now()
+	if !p.rearmAt.IsZero() && now.Before(p.rearmAt) {
+		return
+	}
+	p.c.armIdle(p, now)
 }
 
 // readHeader reads the next frame header. inline reports that the header's
@@ -203,6 +232,7 @@ func (p *pump) forwardLarge(h ws.Header, hs int) error {
 			nn, err = d.conn.Write(p.fr.take(int(min(rem, poolSize))))
 			n, write = int64(nn), true
 		} else {
+			p.keepAlive()
 			n, write, err = p.stream(d, min(rem, streamChunk))
 		}
 		rem -= n
@@ -233,7 +263,7 @@ func (p *pump) stream(d *side, n int64) (copied int64, write bool, err error) {
 				return copied, false, io.ErrUnexpectedEOF
 			}
 			if err != nil {
-				return copied, p.spliceWriteSide(err), err
+				return copied, p.spliceWriteSide(d, err), err
 			}
 			return copied, false, nil
 		}
@@ -262,16 +292,20 @@ func (p *pump) stream(d *side, n int64) (copied int64, write bool, err error) {
 }
 
 // spliceWriteSide tells which socket a failed splice copy failed on, as
-// splice reports errors of both ends alike. A timeout outside the closing
-// handshake can only be the write deadline (reads have none then); EPIPE
-// only comes from writing. Otherwise (a reset) src is probed with a short
-// read: its stream is of no further use, as the copy stopped mid-frame.
-func (p *pump) spliceWriteSide(err error) bool {
-	if p.c.isClosing() {
-		return !isTimeout(err) // who failed no longer matters much
+// splice reports errors of both ends alike. A timeout is the write side's
+// if the write deadline has passed (reads are bounded by the idle or the
+// closing deadline); EPIPE only comes from writing. Otherwise (a reset)
+// src is probed with a short read: its stream is of no further use, as the
+// copy stopped mid-frame. Call with d.wmu held.
+func (p *pump) spliceWriteSide(d *side, err error) bool {
+	if isTimeout(err) {
+		return !time.Now().Before(d.wdl)
 	}
-	if isTimeout(err) || errors.Is(err, syscall.EPIPE) {
+	if errors.Is(err, syscall.EPIPE) {
 		return true
+	}
+	if p.c.isClosing() {
+		return false // who failed no longer matters
 	}
 	p.src.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 	_, rerr := p.src.conn.Read(p.fr.buf[:])

@@ -108,10 +108,24 @@ type Options struct {
 	// WriteTimeout bounds each write to a peer, so one that stops reading
 	// cannot pin the relay: the connection is dropped (Result.Err is
 	// ErrWriteTimeout). A large payload is streamed in chunks of at most
-	// 1 MiB, each with this timeout; the deadline is renewed lazily, so a
+	// 64 KiB, each with this timeout; the deadline is renewed lazily, so a
 	// write gets between 7/8 and all of it. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
+
+	// restAfter is how long a direction waits for data before handing its
+	// work to a fresh goroutine; zero means defaultRestAfter. Tests shorten it.
+	restAfter time.Duration
 }
+
+// defaultRestAfter: an idle direction's goroutine is replaced by a fresh
+// one after this long without data. Goroutine stacks grow while frames are
+// copied (the write path is deeper than the 2 KiB minimum stack) and the
+// runtime never shrinks a stack back to 2 KiB: that needs the stack in use
+// plus 800 bytes of reserve under a quarter of it. A new goroutine starts
+// small (2 KiB, or the process's average stack use when
+// GODEBUG=adaptivestackstart is on, its default), so a long-idle
+// connection costs two minimal stacks instead of two grown ones.
+const defaultRestAfter = 30 * time.Second
 
 // Result describes how a relayed connection ended.
 type Result struct {
@@ -148,7 +162,8 @@ type Conn struct {
 	u2c      pump // reads the upstream, writes the client
 
 	started atomic.Bool
-	wg      sync.WaitGroup
+	running atomic.Int32 // directions still relaying
+	onDone  func(Result)
 
 	mu      sync.Mutex
 	closing bool   // guarded by mu: the end has begun; reads are bounded by CloseWait
@@ -166,6 +181,7 @@ type side struct {
 	closed  bool      // guarded by wmu: a close frame went out; no more frames
 	broken  bool      // guarded by wmu: a write failed or a frame is half written; nothing more
 	renewAt time.Time // guarded by wmu: when the write deadline must be pushed out again
+	wdl     time.Time // guarded by wmu: the write deadline
 	written int64     // guarded by wmu
 }
 
@@ -183,6 +199,9 @@ func New(client net.Conn, clientBuffered []byte, upstream net.Conn, upstreamBuff
 	}
 	if opt.WriteTimeout <= 0 {
 		opt.WriteTimeout = DefaultWriteTimeout
+	}
+	if opt.restAfter <= 0 {
+		opt.restAfter = defaultRestAfter
 	}
 	c := &Conn{opt: opt}
 	c.client = side{conn: client, name: ByClient}
@@ -202,31 +221,64 @@ func nonEmpty(b []byte) []byte {
 }
 
 // Run relays frames both ways until the connection has ended, closes both
-// sockets and reports how it ended. It runs one direction on the calling
-// goroutine and starts one more goroutine for the other; for the smallest
-// idle footprint call it on a goroutine with a shallow stack (for example a
-// fresh one started after the HTTP handler has hijacked the connection).
-// Run may be called once.
+// sockets and reports how it ended. The calling goroutine only waits; use
+// Start to not hold one at all. Run or Start may be called once.
 func (c *Conn) Run() Result {
-	if !c.started.CompareAndSwap(false, true) {
-		return Result{Err: errRunTwice}
+	ch := make(chan Result, 1)
+	err := c.Start(func(r Result) { ch <- r })
+	if err != nil {
+		return Result{Err: err}
 	}
-	c.wg.Add(1)
-	go c.relayUpstreamToClient()
-	c.relayClientToUpstream()
-	return c.finish()
+	return <-ch
 }
 
-var errRunTwice = errors.New("relay: Run called twice")
+// Start relays frames both ways on two goroutines of its own (one per
+// direction) and returns at once. When the connection has ended and both
+// sockets are closed, done (if not nil) is called once, on one of those
+// goroutines, with how it ended. An HTTP handler that hijacked the
+// connection can call Start and return: nothing then holds its (larger)
+// stack while the connection is idle. Run or Start may be called once.
+func (c *Conn) Start(done func(Result)) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errRunTwice
+	}
+	c.onDone = done
+	c.running.Store(2)
+	go c.relayClientToUpstream()
+	go c.relayUpstreamToClient()
+	return nil
+}
 
-// finish waits for the other direction, closes the sockets and assembles
-// the Result. It is not part of Run so that Run's stack frame, which sits
-// under the client-to-upstream loop for the connection's life, stays small.
-//
-//go:noinline
+var errRunTwice = errors.New("relay: Run or Start called twice")
+
+// The goroutines of the two directions, named so stacks read well. A
+// direction's run returns false when it handed its work to a fresh
+// goroutine after idling (see defaultRestAfter).
+func (c *Conn) relayClientToUpstream() {
+	if c.c2u.run() {
+		c.directionDone()
+	}
+}
+
+func (c *Conn) relayUpstreamToClient() {
+	if c.u2c.run() {
+		c.directionDone()
+	}
+}
+
+// directionDone finishes the connection after the second direction ends.
+func (c *Conn) directionDone() {
+	if c.running.Add(-1) != 0 {
+		return
+	}
+	res := c.finish()
+	if c.onDone != nil {
+		c.onDone(res)
+	}
+}
+
+// finish closes the sockets and assembles the Result.
 func (c *Conn) finish() Result {
-	c.wg.Wait()
-
 	// Both directions are done: each received its peer's close frame, or
 	// gave up on it. Closing the sockets ends the TCP connections.
 	c.client.conn.Close()
@@ -242,13 +294,6 @@ func (c *Conn) finish() Result {
 	res.BytesIn = c.upstream.written
 	c.upstream.wmu.Unlock()
 	return res
-}
-
-func (c *Conn) relayClientToUpstream() { c.c2u.run() }
-
-func (c *Conn) relayUpstreamToClient() {
-	defer c.wg.Done()
-	c.u2c.run()
 }
 
 // Close ends the connection on authgate's behalf: at the next frame boundary
@@ -318,6 +363,31 @@ func (c *Conn) isClosing() bool {
 	return c.closing
 }
 
+// armIdle sets p's source read deadline restAfter ahead, unless the end
+// has begun (then reads are bounded by CloseWait and that must stay).
+func (c *Conn) armIdle(p *pump, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	p.src.conn.SetReadDeadline(now.Add(c.opt.restAfter))
+	p.rearmAt = now.Add(c.opt.restAfter / 2)
+}
+
+// rest reports whether p's read timed out on its idle deadline (rather than
+// on a closing one) and, if so, clears the deadline.
+func (c *Conn) rest(p *pump) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	p.src.conn.SetReadDeadline(time.Time{})
+	p.rearmAt = time.Time{}
+	return true
+}
+
 // stop wakes the reader of s at once: nothing more is wanted from it.
 func (c *Conn) stop(s *side) {
 	c.mu.Lock()
@@ -355,7 +425,8 @@ func (s *side) armWrite(timeout time.Duration) {
 	if now.Before(s.renewAt) {
 		return
 	}
-	s.conn.SetWriteDeadline(now.Add(timeout))
+	s.wdl = now.Add(timeout)
+	s.conn.SetWriteDeadline(s.wdl)
 	s.renewAt = now.Add(timeout / 8)
 }
 

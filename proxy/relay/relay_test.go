@@ -403,7 +403,9 @@ func TestAuthgateClose(t *testing.T) {
 			upGot <- fmt.Sprintf("%d %s %v", code, reason, err)
 			c.Write(frame(ws.OpClose, true, closePayload(code, ""), false))
 		})
-		h := startProxy(t, up, Options{})
+		// CloseWait bounds the frame in flight too; leave it room on a
+		// loaded machine.
+		h := startProxy(t, up, Options{CloseWait: 10 * time.Second})
 		c := gorillaDial(t, websocket.Dialer{}, h.url())
 		rc := h.conn()
 		<-started
@@ -1008,5 +1010,48 @@ func TestWriteClose(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRestAndResume: directions that idle past restAfter move to fresh
+// goroutines and go on relaying, closing and being closed as before.
+func TestRestAndResume(t *testing.T) {
+	checkLeaks(t)
+	upGot := make(chan error, 1)
+	up := gorillaServer(t, websocket.Upgrader{}, func(c *websocket.Conn) {
+		for {
+			typ, m, err := c.ReadMessage()
+			if err != nil {
+				upGot <- err
+				return
+			}
+			c.WriteMessage(typ, m)
+		}
+	})
+	h := startProxy(t, up, Options{restAfter: 20 * time.Millisecond})
+	c := gorillaDial(t, websocket.Dialer{}, h.url())
+	rc := h.conn()
+	for i := 0; i < 5; i++ {
+		want := strings.Repeat("r", i*20000)
+		err := c.WriteMessage(websocket.TextMessage, []byte(want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.ReadMessage()
+		if err != nil || string(got) != want {
+			t.Fatalf("round %d: got %d bytes, %v; want %d bytes", i, len(got), err, len(want))
+		}
+		time.Sleep(70 * time.Millisecond) // several rests
+	}
+	rc.Close(4003, "revoked", 4003, "revoked")
+	if got := closeCode(readClose(c)); got != 4003 {
+		t.Errorf("client: got close %d, want 4003", got)
+	}
+	if got := closeCode(<-upGot); got != 4003 {
+		t.Errorf("upstream: got close %d, want 4003", got)
+	}
+	res := h.result()
+	if res.ClosedBy != ByAuthgate || res.CloseCode != 4003 || res.Err != nil {
+		t.Errorf("result: got %+v, want authgate 4003, no error", res)
 	}
 }

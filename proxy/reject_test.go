@@ -1,0 +1,216 @@
+package proxy_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestRejectWebSocketClose: with reject_with: close (the default), every
+// refused upgrade completes the handshake and at once closes with the
+// class's code and reason, so browser code can read them; the backend is
+// never reached.
+func TestRejectWebSocketClose(t *testing.T) {
+	be := newBackend(t)
+	h := startProxy(t, testConfig{Upstream: be.url})
+	sub := "7d0e3a52-7f39-4c64-9d3c-2b6f0c1de5a1"
+	cases := []struct {
+		name       string
+		path       string
+		hdr        http.Header
+		subproto   []string
+		wantCode   int
+		wantReason string
+	}{
+		{"missing", "/ws/strict", nil, nil, 4001, "authentication required"},
+		{"missing empty query value", "/ws/strict?token=", nil, nil, 4001, "authentication required"},
+		{"malformed", "/ws/strict?token=not-a-token", nil, nil, 4001, "invalid token"},
+		{"malformed oversized", "/ws/strict?token=" + strings.Repeat("a", 9<<10), nil, nil, 4001, "invalid token"},
+		{"malformed ambiguous", "/ws/strict?token=" + validJWT(t, sub) + "&token=" + testUUID, nil, nil, 4001, "invalid token"},
+		{"jwt_invalid signature", "/ws/strict?token=" + forgedJWT(t, sub), nil, nil, 4001, "invalid token"},
+		{"jwt_invalid alg none", "/ws/strict?token=" + noneJWT(sub), nil, nil, 4001, "invalid token"},
+		{"jwt_expired", "/ws/strict?token=" + expiredJWT(t, sub), nil, nil, 4002, "token expired (refresh and reconnect)"},
+		{"jwt_expired in header", "/ws/strict", http.Header{"Authorization": {"Bearer " + expiredJWT(t, sub)}}, nil, 4002, "token expired (refresh and reconnect)"},
+		{"uuid rejected", "/ws/strict?token=" + testUUID, nil, nil, 4003, "legacy authentication no longer accepted"},
+		{"uuid as bearer subprotocol", "/ws/strict", nil, []string{"bearer", testUUID}, 4003, "legacy authentication no longer accepted"},
+		{"origin refused", "/ws/origin?token=" + testUUID, http.Header{"Origin": {"https://evil.example.com"}}, nil, 4003, "legacy authentication no longer accepted"},
+		{"origin missing", "/ws/origin?token=" + testUUID, nil, nil, 4003, "legacy authentication no longer accepted"},
+		{"close_codes missing", "/ws/codes", nil, nil, 4401, "authentication required"},
+		{"close_codes malformed", "/ws/codes?token=xyz", nil, nil, 4400, "invalid token"},
+		{"close_codes jwt_expired", "/ws/codes?token=" + expiredJWT(t, sub), nil, nil, 4419, "token expired (refresh and reconnect)"},
+		{"close_codes uuid", "/ws/codes?token=" + testUUID, nil, nil, 4403, "legacy authentication no longer accepted"},
+		{"close_codes default jwt_invalid", "/ws/codes?token=" + forgedJWT(t, sub), nil, nil, 4001, "invalid token"},
+		{"unmatched", "/ws/nowhere?token=" + validJWT(t, sub), nil, nil, 4004, "not found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := be.hits.Load()
+			c, resp, err := h.dial(t, tc.path, tc.hdr, &websocket.Dialer{Subprotocols: tc.subproto})
+			if err != nil {
+				status := 0
+				if resp != nil {
+					status = resp.StatusCode
+				}
+				t.Fatalf("dial: got %v (status %d), want a completed handshake", err, status)
+			}
+			if len(tc.subproto) > 0 {
+				// A browser fails a handshake that selects no offered
+				// protocol, and would then see 1006, not the code.
+				if got := c.Subprotocol(); !offered(tc.subproto, got) {
+					t.Errorf("selected subprotocol: got %q, want one of %q", got, tc.subproto)
+				}
+			}
+			ce := readClose(t, c)
+			if ce.Code != tc.wantCode || ce.Text != tc.wantReason {
+				t.Errorf("close: got %d %q, want %d %q", ce.Code, ce.Text, tc.wantCode, tc.wantReason)
+			}
+			if n := be.hits.Load() - before; n != 0 {
+				t.Errorf("backend requests: got %d, want 0", n)
+			}
+		})
+	}
+}
+
+func offered(list []string, p string) bool {
+	for _, o := range list {
+		if o == p {
+			return true
+		}
+	}
+	return false
+}
+
+// noneJWT is an unsigned token (alg none) that would otherwise be valid.
+func noneJWT(sub string) string {
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	return enc(`{"alg":"none","typ":"JWT"}`) + "." + enc(`{"sub":"`+sub+`","aud":"authenticated","exp":4102444800}`) + "."
+}
+
+// rejectBody is the JSON body of an HTTP rejection.
+type rejectBody struct {
+	Error     string `json:"error"`
+	Message   string `json:"message"`
+	CloseCode int    `json:"close_code"`
+	RequestID string `json:"request_id"`
+}
+
+func decodeReject(t *testing.T, resp *http.Response, body []byte) rejectBody {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type: got %q, want application/json", ct)
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(body, &keys); err != nil {
+		t.Fatalf("body %q: got %v, want a JSON object", body, err)
+	}
+	for _, k := range []string{"error", "message", "close_code", "request_id"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("body %s: missing key %q", body, k)
+		}
+	}
+	var rb rejectBody
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rb); err != nil {
+		t.Fatalf("body %s: %v", body, err)
+	}
+	if rb.RequestID == "" || resp.Header.Get("X-Request-Id") != rb.RequestID {
+		t.Errorf("request_id: got body %q header %q, want equal and non-empty", rb.RequestID, resp.Header.Get("X-Request-Id"))
+	}
+	return rb
+}
+
+// TestRejectHTTP: plain requests, and upgrades on reject_with: http
+// routes, are refused with the class's status and a JSON body; 401s carry
+// WWW-Authenticate: Bearer error="invalid_token"; unmatched: reject is a
+// 404.
+func TestRejectHTTP(t *testing.T) {
+	be := newBackend(t)
+	h := startProxy(t, testConfig{Upstream: be.url})
+	sub := "7d0e3a52-7f39-4c64-9d3c-2b6f0c1de5a1"
+	bearerHdr := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+	cases := []struct {
+		name       string
+		ws         bool
+		path       string
+		hdr        http.Header
+		wantStatus int
+		want       rejectBody // RequestID not compared
+	}{
+		{"missing", false, "/api/v1/me", nil, 401, rejectBody{"missing", "authentication required", 4001, ""}},
+		{"basic auth is missing", false, "/api/v1/me", http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, 401, rejectBody{"missing", "authentication required", 4001, ""}},
+		{"malformed", false, "/api/v1/me", bearerHdr("garbage"), 401, rejectBody{"malformed", "invalid token", 4001, ""}},
+		{"jwt_invalid", false, "/api/v1/me", bearerHdr(forgedJWT(t, sub)), 401, rejectBody{"jwt_invalid", "invalid token", 4001, ""}},
+		{"jwt_expired", false, "/api/v1/me", bearerHdr(expiredJWT(t, sub)), 401, rejectBody{"jwt_expired", "token expired (refresh and reconnect)", 4002, ""}},
+		{"uuid rejected", false, "/strict/x", bearerHdr(testUUID), 403, rejectBody{"uuid", "legacy authentication no longer accepted", 4003, ""}},
+		{"unmatched", false, "/nowhere?token=" + validJWT(t, sub), nil, 404, rejectBody{"not_found", "not found", 4004, ""}},
+		{"unmatched websocket-only path without upgrade", false, "/ws/strict", bearerHdr(validJWT(t, sub)), 404, rejectBody{"not_found", "not found", 4004, ""}},
+		{"reject_with http missing", true, "/ws/http", nil, 401, rejectBody{"missing", "authentication required", 4001, ""}},
+		{"reject_with http expired", true, "/ws/http?token=" + expiredJWT(t, sub), nil, 401, rejectBody{"jwt_expired", "token expired (refresh and reconnect)", 4002, ""}},
+		{"reject_with http uuid", true, "/ws/http?token=" + testUUID, nil, 403, rejectBody{"uuid", "legacy authentication no longer accepted", 4003, ""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := be.hits.Load()
+			var (
+				resp *http.Response
+				body []byte
+			)
+			if tc.ws {
+				c, r, err := h.dial(t, tc.path, tc.hdr, nil)
+				if err == nil {
+					c.Close()
+					t.Fatalf("dial: handshake completed, want HTTP %d", tc.wantStatus)
+				}
+				if r == nil {
+					t.Fatalf("dial: got %v and no response, want HTTP %d", err, tc.wantStatus)
+				}
+				resp = r
+				body = readAll(r)
+			} else {
+				resp, body = h.do(t, "GET", tc.path, tc.hdr)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status: got %d, want %d (body %s)", resp.StatusCode, tc.wantStatus, body)
+			}
+			rb := decodeReject(t, resp, body)
+			rb.RequestID = ""
+			if rb != tc.want {
+				t.Errorf("body: got %+v, want %+v", rb, tc.want)
+			}
+			wa := resp.Header.Values("WWW-Authenticate")
+			if tc.wantStatus == 401 && (len(wa) != 1 || wa[0] != `Bearer error="invalid_token"`) {
+				t.Errorf("WWW-Authenticate: got %q, want [Bearer error=\"invalid_token\"]", wa)
+			}
+			if tc.wantStatus != 401 && len(wa) != 0 {
+				t.Errorf("WWW-Authenticate: got %q, want none on %d", wa, tc.wantStatus)
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control: got %q, want no-store", cc)
+			}
+			if n := be.hits.Load() - before; n != 0 {
+				t.Errorf("backend requests: got %d, want 0", n)
+			}
+		})
+	}
+}
+
+func readAll(r *http.Response) []byte {
+	if r.Body == nil {
+		return nil
+	}
+	defer r.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return []byte(b.String())
+		}
+	}
+}
