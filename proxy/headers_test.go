@@ -212,11 +212,10 @@ func TestForwardedHeaders(t *testing.T) {
 				}
 			})
 			t.Run("unmatched path", func(t *testing.T) {
-				path := "/public/page"
 				if tr.ws {
-					path = "/ws/public"
+					t.Skip("see TestWebSocketUnmatchedPass")
 				}
-				r := send(t, trustedH, tr.ws, path, spoof(jwtTok))
+				r := send(t, trustedH, tr.ws, "/public/page", spoof(jwtTok))
 				for _, k := range []string{"X-Authgate-Class", "X-Authgate-Legacy", "X-Authgate-User"} {
 					if got := r.Header.Values(k); len(got) != 0 {
 						t.Errorf("%s: got %q, want removed on an unmatched route", k, got)

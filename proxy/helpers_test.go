@@ -298,7 +298,7 @@ func startProxyWith(t testing.TB, cfg testConfig, logOut io.Writer) *harness {
 // shutdown stops the proxy (once) and reports what Shutdown returned.
 func (h *harness) shutdown(t testing.TB) (n int, err error) {
 	h.shutdownOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n, err = h.srv.Shutdown(ctx)
 		select {
