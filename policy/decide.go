@@ -65,8 +65,13 @@ const (
 // WithKeySet returns a copy of s whose verifier resolves asymmetric keys
 // with ks (the JWKS client the proxy runs).
 func (s *Snapshot) WithKeySet(ks rewrite.KeySet) *Snapshot {
+	return s.WithVerifier(s.Verifier.WithKeySet(ks))
+}
+
+// WithVerifier returns a copy of s that classifies tokens with v.
+func (s *Snapshot) WithVerifier(v *rewrite.Verifier) *Snapshot {
 	c := *s
-	c.Verifier = s.Verifier.WithKeySet(ks)
+	c.Verifier = v
 	return &c
 }
 

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -25,6 +26,24 @@ func BenchmarkDecide(b *testing.B) {
 		{"jwt", userJWT(b, "8c3f1e2a-5b6d-4e7f-8a9b-0c1d2e3f4a5b", now.Add(time.Hour)), policy.ActionPass, rewrite.ClassJWT},
 		{"uuid", legacyUser, policy.ActionRewrite, rewrite.ClassUUID},
 	}
+	// jwt-uncached: every decision verifies the signature and decodes the
+	// claims (a client's first request with a new token).
+	b.Run("jwt-uncached", func(b *testing.B) {
+		tokens := make([]*http.Request, 4096)
+		for i := range tokens {
+			tokens[i] = benchUpgrade("/api/v1/pam/ws?token=" + userJWT(b, fmt.Sprintf("8c3f1e2a-5b6d-4e7f-8a9b-%012d", i), now.Add(time.Hour)))
+		}
+		cold := s.WithVerifier(rewrite.NewVerifier(withoutCache(s.Verifier.Config())))
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			d := cold.Decide(bg, tokens[i&4095], true, now)
+			if d.Class != rewrite.ClassJWT {
+				b.Fatalf("got %v, want jwt", d.Class)
+			}
+			i++
+		}
+	})
 	for _, bb := range benches {
 		b.Run(bb.name, func(b *testing.B) {
 			r := benchUpgrade("/api/v1/pam/ws?token=" + bb.token)
@@ -40,6 +59,11 @@ func BenchmarkDecide(b *testing.B) {
 			}
 		})
 	}
+}
+
+func withoutCache(c rewrite.VerifyConfig) rewrite.VerifyConfig {
+	c.CacheSize = -1
+	return c
 }
 
 // benchUpgrade is the upgrade a browser sends, headers and all.

@@ -53,11 +53,14 @@ func userField(cfg policy.Log, user string) (string, bool) {
 type authEvent struct {
 	d         *policy.Decision
 	transport string
-	clientIP  string
-	origin    string
-	userAgent string
-	path      string // without query string
-	requestID string
+	// closeFrame: a rejection is answered with a close frame (a valid
+	// WebSocket handshake on a reject_with: close route), not a status.
+	closeFrame bool
+	clientIP   string
+	origin     string
+	userAgent  string
+	path       string // without query string
+	requestID  string
 }
 
 func logAuth(l *zerolog.Logger, cfg policy.Log, e *authEvent) {
@@ -95,7 +98,7 @@ func logAuth(l *zerolog.Logger, cfg policy.Log, e *authEvent) {
 	}
 	ev.Str(event.FieldPath, e.path).Str(event.FieldRequestID, e.requestID)
 	if d.Action == policy.ActionReject {
-		if e.transport == event.TransportWebSocket && d.Rejection.CloseCode != 0 && !d.Route.RejectHTTP {
+		if e.closeFrame && d.Rejection.CloseCode != 0 {
 			ev.Int(event.FieldCloseCode, d.Rejection.CloseCode)
 		} else {
 			ev.Int(event.FieldStatus, d.Rejection.Status)

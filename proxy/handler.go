@@ -54,7 +54,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			transport = event.TransportWebSocket
 		}
 		logAuth(&s.log, snap.Log, &authEvent{
-			d: d, transport: transport, clientIP: x.clientIP, origin: r.Header.Get("Origin"),
+			d: d, transport: transport, closeFrame: ws && !d.Route.RejectHTTP && validHandshake(r),
+			clientIP: x.clientIP, origin: r.Header.Get("Origin"),
 			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
 		})
 		s.metrics.decision(d.Route.Name, transport, d.Class.String(), d.Action.String())
@@ -143,6 +144,11 @@ func prepareOutbound(pr *httputil.ProxyRequest, x *exchange) {
 	}
 	h := pr.Out.Header
 	stripAuthgateHeaders(h)
+	// ReverseProxy drops these before Rewrite; the WebSocket path must
+	// too: a client's own Forwarded / X-Forwarded-* are not believed.
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(h, k)
+	}
 	h.Set("X-Forwarded-For", x.xff)
 	h.Set("X-Forwarded-Host", pr.In.Host)
 	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, x))

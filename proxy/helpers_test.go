@@ -442,10 +442,11 @@ type seenRequest struct {
 // byte it read), echoes WebSocket messages with gorilla, and answers
 // plain requests 200.
 type backend struct {
-	srv  *httptest.Server
-	url  string
-	raw  syncBuffer // every byte read from every connection
-	hits atomic.Int64
+	srv      *httptest.Server
+	url      string
+	raw      syncBuffer // every byte read from every connection
+	noRecord bool       // leave raw empty (benchmarks)
+	hits     atomic.Int64
 
 	mu   sync.Mutex
 	reqs []seenRequest
@@ -460,6 +461,9 @@ type backend struct {
 
 type backendOption func(*backend)
 
+// withoutRecording keeps the backend from copying what it reads.
+func withoutRecording(b *backend) { b.noRecord = true }
+
 func newBackend(t testing.TB, opts ...backendOption) *backend {
 	t.Helper()
 	b := &backend{upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
@@ -467,7 +471,9 @@ func newBackend(t testing.TB, opts ...backendOption) *backend {
 		o(b)
 	}
 	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(b.serve))
-	b.srv.Listener = &recordingListener{Listener: b.srv.Listener, rec: &b.raw}
+	if !b.noRecord {
+		b.srv.Listener = &recordingListener{Listener: b.srv.Listener, rec: &b.raw}
+	}
 	b.srv.Start()
 	b.url = b.srv.URL
 	t.Cleanup(b.srv.Close)

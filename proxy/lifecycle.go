@@ -18,6 +18,9 @@ import (
 func (s *Server) revoke(snap *policy.Snapshot, now time.Time, why string) int {
 	n := 0
 	for _, c := range s.conns.snapshot() {
+		if c.route == nil {
+			continue
+		}
 		rt := snap.RouteByName(c.route.Name)
 		if rt == nil || !rt.RevokeOpen {
 			continue
@@ -31,7 +34,7 @@ func (s *Server) revoke(snap *policy.Snapshot, now time.Time, why string) int {
 			Str(event.FieldRequestID, c.requestID).Str(event.FieldClass, d.Class.String()).
 			Int(event.FieldCloseCode, d.Rejection.CloseCode).Str(event.FieldReason, why).
 			Msg("open websocket revoked")
-		c.relay.Close(uint16(d.Rejection.CloseCode), d.Rejection.Message, relay.CodeGoingAway, "revoked: "+why)
+		go c.relay.Close(uint16(d.Rejection.CloseCode), d.Rejection.Message, relay.CodeGoingAway, "revoked: "+why)
 	}
 	return n
 }
@@ -156,7 +159,7 @@ func (s *Server) expire(c *wsConn) {
 	rej := c.route.Codes[rewrite.ClassJWTExpired]
 	s.log.Info().Str(event.FieldEvent, "expiry").Str(event.FieldRoute, c.route.Name).
 		Str(event.FieldRequestID, c.requestID).Int(event.FieldCloseCode, rej.CloseCode).Msg("client token expired")
-	c.relay.Close(uint16(rej.CloseCode), rej.Message, relay.CodeGoingAway, "token expired")
+	go c.relay.Close(uint16(rej.CloseCode), rej.Message, relay.CodeGoingAway, "token expired")
 }
 
 type expiryHeap []*wsConn

@@ -438,6 +438,8 @@ func TestMetricsCountDecisions(t *testing.T) {
 	httpStatus(t, h.addr, opsJWT(t, "u", time.Now().Add(time.Hour)))
 	c := opsDial(t, h.addr, opsUUID)
 	m := h.srv().metrics
+	// The client has its 101 a moment before the relay is registered.
+	waitUntil(t, 2*time.Second, "websocket_open to count the connection", func() bool { return testutil.ToFloat64(m.wsOpen.WithLabelValues("ws")) == 1 })
 	tests := []struct {
 		name string
 		got  float64

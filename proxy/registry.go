@@ -15,7 +15,7 @@ import (
 // per frame.
 type wsConn struct {
 	relay     *relay.Conn
-	route     *policy.Route
+	route     *policy.Route // nil for an unmatched path passed through
 	decision  policy.Decision // the decision it was admitted with (its token facts)
 	origin    string
 	requestID string
@@ -59,6 +59,11 @@ func (r *registry) remove(c *wsConn) {
 	r.wg.Done()
 }
 
+// begin and end bracket a WebSocket upgrade in flight, so that wait also
+// waits for upgrades that will become connections after Shutdown began.
+func (r *registry) begin() { r.wg.Add(1) }
+func (r *registry) end()   { r.wg.Done() }
+
 func (r *registry) len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -80,9 +85,17 @@ func (r *registry) snapshot() []*wsConn {
 // and returns how many it closed.
 func (r *registry) closeAll(cause closeCause) int {
 	conns := r.snapshot()
+	// Close waits for a frame in flight (up to the relay's write timeout),
+	// so thousands of connections are closed concurrently.
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.relay.Close(cause.clientCode, cause.clientReason, cause.upstreamCode, cause.upstreamReason)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.relay.Close(cause.clientCode, cause.clientReason, cause.upstreamCode, cause.upstreamReason)
+		}()
 	}
+	wg.Wait()
 	return len(conns)
 }
 
@@ -99,4 +112,12 @@ func (r *registry) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// routeName is the route's name, or "" for an unmatched path.
+func (c *wsConn) routeName() string {
+	if c.route == nil {
+		return ""
+	}
+	return c.route.Name
 }

@@ -1,11 +1,15 @@
 package proxy_test
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -212,5 +216,36 @@ func readAll(r *http.Response) []byte {
 		if err != nil {
 			return []byte(b.String())
 		}
+	}
+}
+
+// TestRejectInvalidHandshakeLogsStatus pins a log inaccuracy: an upgrade
+// authgate cannot complete itself (here Sec-WebSocket-Version 8) is
+// refused with HTTP even on a reject_with: close route, and its auth
+// event must say what the client got: status 401, not close_code 4001.
+func TestRejectInvalidHandshakeLogsStatus(t *testing.T) {
+	be := newBackend(t)
+	h := startProxy(t, testConfig{Upstream: be.url})
+	conn, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /ws/strict HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\nX-Request-Id: bad-version\r\n\r\n", h.addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status: got %d, want 401", resp.StatusCode)
+	}
+	ev := h.logs.waitEvent(t, "auth", func(l logLine) bool { return l.str("request_id") == "bad-version" })
+	st, hasSt := ev.num("status")
+	_, hasCC := ev.num("close_code")
+	if !hasSt || st != 401 || hasCC {
+		t.Errorf("auth event: got status %v close_code %v, want status 401 and no close_code (the client got HTTP 401)", ev.fields["status"], ev.fields["close_code"])
 	}
 }

@@ -130,6 +130,10 @@ func (s *Server) HTTPServer() *http.Server {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.draining.Load() {
+		ln.Close()
+		return nil
+	}
 	err := s.HTTPServer().Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -56,6 +56,8 @@ func (e *upgradeError) Unwrap() error { return e.err }
 // and extension negotiation stay end to end, then, on 101, hijacks the
 // client, answers it, and relays frames until either side ends.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *exchange) {
+	s.conns.begin()
+	defer s.conns.end()
 	if !validHandshake(r) {
 		writeJSONError(w, x.requestID, "bad_handshake", badHandshake)
 		return
@@ -114,16 +116,32 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 		heapIndex: -1,
 	}
 	s.conns.add(conn)
-	s.metrics.wsOpen.WithLabelValues(conn.route.Name).Inc()
+	s.metrics.wsOpen.WithLabelValues(conn.routeName()).Inc()
 	s.metrics.handshake.Observe(time.Since(x.start).Seconds())
-	if conn.route.CloseOnExpiry && x.d.Class == rewrite.ClassJWT && !x.d.Expiry.IsZero() {
+	if conn.route != nil && conn.route.CloseOnExpiry && x.d.Class == rewrite.ClassJWT && !x.d.Expiry.IsZero() {
 		s.expiry.add(conn, x.d.Expiry.Add(x.snap.Verifier.Config().Leeway))
 	}
-	res := conn.relay.Run()
-	s.expiry.remove(conn)
-	s.conns.remove(conn)
-	s.metrics.wsOpen.WithLabelValues(conn.route.Name).Dec()
-	s.logClose(x, conn, res)
+	// The relay runs on goroutines of its own and this handler returns:
+	// an idle connection then holds two small stacks, not the handler's.
+	err = conn.relay.Start(func(res relay.Result) {
+		s.expiry.remove(conn)
+		s.metrics.wsOpen.WithLabelValues(conn.routeName()).Dec()
+		s.logClose(x, conn, res)
+		s.conns.remove(conn) // last: Shutdown waits for the ws_close event
+	})
+	if err != nil {
+		s.expiry.remove(conn)
+		s.conns.remove(conn)
+		s.metrics.wsOpen.WithLabelValues(conn.routeName()).Dec()
+		client.Close()
+		up.Close()
+		return
+	}
+	if s.draining.Load() {
+		// Shutdown began while this upgrade was in flight and may have
+		// closed the registry before this connection joined it.
+		go conn.relay.Close(closeShutdown.clientCode, closeShutdown.clientReason, closeShutdown.upstreamCode, closeShutdown.upstreamReason)
+	}
 }
 
 var badHandshake = policy.Rejection{Status: http.StatusBadRequest, Message: "invalid websocket handshake"}
@@ -330,7 +348,7 @@ func sanitizeErr(err error) string {
 
 // logClose writes the ws_close event of a relayed connection.
 func (s *Server) logClose(x *exchange, c *wsConn, res relay.Result) {
-	ev := s.log.Info().Str(event.FieldEvent, event.WSClose).Str(event.FieldRoute, c.route.Name)
+	ev := s.log.Info().Str(event.FieldEvent, event.WSClose).Str(event.FieldRoute, c.routeName())
 	if u, ok := userField(x.snap.Log, c.user); ok {
 		ev = ev.Str(event.FieldUser, u)
 	}

@@ -1,13 +1,17 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -494,4 +498,97 @@ func readCloseRaw(t *testing.T, r io.Reader) int {
 		}
 		return int(binary.BigEndian.Uint16(p))
 	}
+}
+
+// TestEarlyFrames: frames that arrive in the same read as the handshake
+// (the client's right after its request, the upstream's right after its
+// 101) are relayed, not lost with the handshake buffers; hop-by-hop
+// headers of the client's upgrade do not reach the upstream.
+func TestEarlyFrames(t *testing.T) {
+	be := newBackend(t)
+	be.onRequest = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("X-Early") == "" {
+			return false // gorilla echo
+		}
+		// Answer the upgrade and send a frame in one write.
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return true
+		}
+		defer conn.Close()
+		var b bytes.Buffer
+		b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+		b.WriteString(websocketAccept(r.Header.Get("Sec-Websocket-Key")))
+		b.WriteString("\r\n\r\n")
+		ws.WriteFrame(&b, ws.NewTextFrame([]byte("early from upstream")))
+		conn.Write(b.Bytes())
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := ws.ReadFrame(brw)
+			if err != nil {
+				return true
+			}
+			if f.Header.OpCode == ws.OpClose {
+				ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+				return true
+			}
+		}
+	}
+	h := startProxy(t, testConfig{Upstream: be.url})
+	jwtTok := validJWT(t, "u1")
+
+	t.Run("client frame with the request", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "GET /api/v1/pam/ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade, X-Drop-Me\r\n", jwtTok, h.addr)
+		b.WriteString("X-Drop-Me: hop\r\nProxy-Authorization: Basic c2VjcmV0\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+		ws.WriteFrame(&b, ws.MaskFrameInPlace(ws.NewTextFrame([]byte("early from client"))))
+		if _, err := conn.Write(b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 101 {
+			t.Fatalf("handshake: got %d, want 101", resp.StatusCode)
+		}
+		if got, want := resp.Header.Get("Sec-Websocket-Accept"), websocketAccept("dGhlIHNhbXBsZSBub25jZQ=="); got != want {
+			t.Errorf("Sec-WebSocket-Accept: got %q, want %q", got, want)
+		}
+		f, err := ws.ReadFrame(br)
+		if err != nil {
+			t.Fatalf("reading the echo: %v", err)
+		}
+		if string(f.Payload) != "early from client" {
+			t.Errorf("echo: got %q, want \"early from client\"", f.Payload)
+		}
+		r := be.last(t)
+		for _, k := range []string{"X-Drop-Me", "Proxy-Authorization", "Keep-Alive"} {
+			if got := r.Header.Values(k); len(got) != 0 {
+				t.Errorf("backend %s: got %q, want removed (hop-by-hop)", k, got)
+			}
+		}
+	})
+	t.Run("upstream frame with the 101", func(t *testing.T) {
+		c, _ := h.mustDial(t, "/api/v1/pam/ws?token="+jwtTok, http.Header{"X-Early": {"1"}}, nil)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, p, err := c.ReadMessage()
+		if err != nil || string(p) != "early from upstream" {
+			t.Errorf("first message: got %q, %v, want \"early from upstream\"", p, err)
+		}
+		closeClient(t, c, websocket.CloseNormalClosure, "")
+	})
+}
+
+func websocketAccept(key string) string {
+	h := sha1.New()
+	h.Write([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
 }

@@ -3,6 +3,7 @@ package rewrite
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,12 +143,19 @@ type VerifyConfig struct {
 	Leeway     time.Duration
 	// KeyTimeout bounds a JWKS lookup for an unknown kid (default 500ms).
 	KeyTimeout time.Duration
+	// CacheSize bounds the cache of verified tokens (default 10,000;
+	// negative turns it off). A client sends the same JWT on every
+	// request and reconnect for up to an hour; a hit skips parsing and
+	// the signature check, and re-checks only the time claims.
+	CacheSize int
 }
 
 // Verifier classifies tokens. It is immutable and safe for concurrent use.
 type Verifier struct {
 	cfg    VerifyConfig
 	noKeys bool
+	parser *jwt.Parser // signature and structure; claims are checked by checkClaims
+	cache  *verifiedCache
 }
 
 // NewVerifier compiles cfg.
@@ -155,7 +163,11 @@ func NewVerifier(cfg VerifyConfig) *Verifier {
 	if cfg.KeyTimeout <= 0 {
 		cfg.KeyTimeout = 500 * time.Millisecond
 	}
-	v := &Verifier{cfg: cfg}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 10_000
+	}
+	v := &Verifier{cfg: cfg, cache: newVerifiedCache(cfg.CacheSize)}
+	v.parser = jwt.NewParser(jwt.WithValidMethods(cfg.Algorithms), jwt.WithoutClaimsValidation())
 	v.noKeys = len(cfg.HS256Secret) == 0 && cfg.JWKS == nil && !cfg.HasJWKS
 	return v
 }
@@ -198,26 +210,12 @@ func (v *Verifier) Classify(ctx context.Context, token string, now time.Time) Re
 	return v.classifyVerified(ctx, token, now)
 }
 
-func (v *Verifier) parserOptions(now time.Time) []jwt.ParserOption {
-	opts := make([]jwt.ParserOption, 0, 6)
-	opts = append(opts,
-		jwt.WithTimeFunc(func() time.Time { return now }),
-		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(v.cfg.Leeway),
-	)
-	if v.cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
-	}
-	if v.cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
-	}
-	return opts
-}
-
 func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.Time) Result {
-	opts := append(v.parserOptions(now), jwt.WithValidMethods(v.cfg.Algorithms))
+	if c, ok := v.cache.get(token); ok {
+		return v.timeResult(c, now)
+	}
 	var claims jwt.RegisteredClaims
-	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		alg, _ := t.Header["alg"].(string)
 		switch {
 		case alg == "":
@@ -238,7 +236,54 @@ func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.
 			return v.cfg.JWKS.KeyfuncCtx(kctx)(t)
 		}
 	})
-	return resultFromError(err, &claims)
+	if err != nil {
+		return resultFromError(err, &claims)
+	}
+	// The signature holds: what is left depends on the claims only, and
+	// can be cached; the time claims are checked on every use.
+	c := cachedClaims{subject: claims.Subject}
+	if reason := v.staticClaims(&claims); reason != "" {
+		return Result{Class: ClassJWTInvalid, Reason: reason}
+	}
+	if claims.ExpiresAt != nil {
+		c.exp = claims.ExpiresAt.Time
+	}
+	if claims.NotBefore != nil {
+		c.nbf = claims.NotBefore.Time
+	}
+	if c.exp.IsZero() {
+		return Result{Class: ClassJWTInvalid, Reason: "exp claim missing"}
+	}
+	v.cache.put(token, c)
+	r := v.timeResult(c, now)
+	return r
+}
+
+// staticClaims checks the claims that do not depend on time: issuer and
+// audience (RFC 7519 §4.1.1, §4.1.3). It returns a reason, or "".
+func (v *Verifier) staticClaims(claims *jwt.RegisteredClaims) string {
+	if v.cfg.Issuer != "" && claims.Issuer != v.cfg.Issuer {
+		return "wrong issuer"
+	}
+	if v.cfg.Audience != "" && !slices.Contains(claims.Audience, v.cfg.Audience) {
+		return "wrong audience"
+	}
+	return ""
+}
+
+// timeResult classifies verified claims as of now: not yet valid
+// (nbf - leeway), expired (exp + leeway), or valid (RFC 7519 §4.1.4-5).
+func (v *Verifier) timeResult(c cachedClaims, now time.Time) Result {
+	r := Result{Subject: c.subject, Expiry: c.exp, Verified: true}
+	switch {
+	case !c.nbf.IsZero() && now.Add(v.cfg.Leeway).Before(c.nbf):
+		return Result{Class: ClassJWTInvalid, Reason: "not yet valid"}
+	case !now.Add(-v.cfg.Leeway).Before(c.exp):
+		r.Class, r.Verified, r.Reason = ClassJWTExpired, false, "token expired"
+	default:
+		r.Class, r.Reason = ClassJWT, "valid jwt"
+	}
+	return r
 }
 
 // classifyUnverified is used when no key is configured at all: the token
@@ -251,22 +296,23 @@ func (v *Verifier) classifyUnverified(token string, now time.Time) Result {
 		return Result{Class: ClassMalformed, Reason: "undecodable jwt"}
 	}
 	alg, _ := t.Header["alg"].(string)
-	if !contains(v.cfg.Algorithms, alg) {
+	if !slices.Contains(v.cfg.Algorithms, alg) {
 		return Result{Class: ClassJWTInvalid, Reason: "algorithm not allowed"}
 	}
-	err = jwt.NewValidator(v.parserOptions(now)...).Validate(claims)
-	r := resultFromError(err, &claims)
+	if reason := v.staticClaims(&claims); reason != "" {
+		return Result{Class: ClassJWTInvalid, Reason: reason}
+	}
+	c := cachedClaims{subject: claims.Subject}
+	if claims.ExpiresAt == nil {
+		return Result{Class: ClassJWTInvalid, Reason: "exp claim missing"}
+	}
+	c.exp = claims.ExpiresAt.Time
+	if claims.NotBefore != nil {
+		c.nbf = claims.NotBefore.Time
+	}
+	r := v.timeResult(c, now)
 	r.Verified = false
 	return r
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // resultFromError maps golang-jwt's error tree to a class and a reason.
