@@ -15,7 +15,7 @@ import (
 // per frame.
 type wsConn struct {
 	relay     *relay.Conn
-	route     *policy.Route // nil for an unmatched path passed through
+	route     *policy.Route   // nil for an unmatched path passed through
 	decision  policy.Decision // the decision it was admitted with (its token facts)
 	origin    string
 	requestID string
