@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,12 +15,18 @@ import (
 	"authgate/rewrite"
 )
 
+var zerologOnce sync.Once
+
 // NewLogger returns the zerolog logger for the given format ("json" or
 // "console") and level, writing UTC RFC 3339 times as the log contract
 // (README "Log schema") requires.
 func NewLogger(w io.Writer, format, level string) zerolog.Logger {
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	// zerolog keeps these in package variables; set them once, before any
+	// logger of ours writes.
+	zerologOnce.Do(func() {
+		zerolog.TimeFieldFormat = time.RFC3339Nano
+		zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	})
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: true}
 	}

@@ -358,7 +358,12 @@ func (p *pump) closeFrame(h ws.Header) {
 		p.violation(failCode, failReason, srcDone)
 		return
 	}
-	p.c.begin(p.src.name, code, reason, nil)
+	if !p.c.begin(p.src.name, code, reason, nil) && p.c.closedBy() == ByAuthgate {
+		// The peer's answer to authgate's own close frame: the closing
+		// handshake with this side is done, and the other side gets
+		// authgate's frame (its own code), not this echo of it.
+		return
+	}
 	d := p.dst
 	d.wmu.Lock()
 	defer d.wmu.Unlock()

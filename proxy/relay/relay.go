@@ -356,6 +356,13 @@ func (c *Conn) note(err error) {
 	c.mu.Unlock()
 }
 
+// closedBy reports who began the end ("" if nobody yet).
+func (c *Conn) closedBy() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.res.ClosedBy
+}
+
 // isClosing reports whether the end of the connection has begun.
 func (c *Conn) isClosing() bool {
 	c.mu.Lock()
