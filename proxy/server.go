@@ -3,9 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,7 +91,7 @@ func New(snap *policy.Snapshot, opt Options) *Server {
 		ErrorHandler: s.httpError,
 		// Streaming responses (SSE, long polls) flush at once.
 		FlushInterval: -1,
-		ErrorLog:      nil,
+		ErrorLog:      s.stdLogger(),
 	}
 	return s
 }
@@ -120,7 +122,7 @@ func (s *Server) HTTPServer() *http.Server {
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          s.stdLogger(),
 	}
 	s.mu.Lock()
 	s.servers = append(s.servers, hs)
@@ -167,7 +169,23 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	return n, errors.Join(append(errs, wsErr)...)
 }
 
-// logStart writes the start event; cmd calls it once listening.
+// stdLogger routes net/http's own messages (TLS handshake errors, a
+// recovered handler panic, a failed body copy) into the JSON log as
+// event "http_error" instead of the process's stderr.
+func (s *Server) stdLogger() *log.Logger {
+	l := s.log.With().Str(event.FieldEvent, "http_error").Logger()
+	return log.New(&levelWriter{l: l}, "", 0)
+}
+
+// levelWriter writes each message as one warn-level line.
+type levelWriter struct{ l zerolog.Logger }
+
+func (w *levelWriter) Write(p []byte) (int, error) {
+	w.l.Warn().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// LogStart writes the start event; cmd calls it once listening.
 func (s *Server) LogStart(addr string) {
 	snap := s.snap.Load()
 	s.log.Info().Str(event.FieldEvent, event.Start).Str("listen", addr).
