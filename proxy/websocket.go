@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gobwas/ws"
+
 	"authgate/event"
 	"authgate/policy"
 	"authgate/proxy/relay"
@@ -301,11 +303,26 @@ func (s *Server) rejectWebSocket(w http.ResponseWriter, r *http.Request, code ui
 	if err := brw.Flush(); err != nil {
 		return true
 	}
-	// Give the client a moment to answer with its close frame (RFC 6455
-	// §7.1.1: the server closes TCP first, after the closing handshake).
+	// Wait, briefly, for the client's close frame, then close TCP at once
+	// (RFC 6455 §7.1.1: the server closes TCP first, after the closing
+	// handshake; a browser reports the code when TCP closes).
 	conn.SetReadDeadline(time.Now().Add(time.Second))
-	io.Copy(io.Discard, io.LimitReader(brw, 4096))
+	awaitClose(io.LimitReader(brw, 64<<10))
 	return true
+}
+
+// awaitClose reads frames from r until a close frame, an error or the
+// end of r.
+func awaitClose(r io.Reader) {
+	for {
+		h, err := ws.ReadHeader(r)
+		if err != nil || h.OpCode == ws.OpClose {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, r, h.Length); err != nil {
+			return
+		}
+	}
 }
 
 // upstreamFailed answers 1014 / 502 (504 on a timeout) and logs an
