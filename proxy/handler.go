@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"time"
 
 	"authgate/event"
@@ -36,6 +37,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Write([]byte("ok\n"))
+		return
+	}
+	if !cleanPath(r.URL.Path) {
+		// Routes match the path as sent; a path with dot segments or
+		// empty segments could match no route here and yet reach a
+		// route's handler upstream after the backend normalises it.
+		writeJSONError(w, requestID(r), "bad_path", rejectBadPath)
 		return
 	}
 	ws := isWebSocketUpgrade(r)
@@ -160,7 +168,7 @@ func prepareOutbound(pr *httputil.ProxyRequest, x *exchange) {
 	if x.d.Action == policy.ActionRewrite {
 		h.Set("X-Authgate-Legacy", "1")
 	}
-	rewrite.Apply(pr.Out, x.d.Token(), x.d.Route.Forward, x.forward)
+	rewrite.ApplyFrom(pr.Out, x.d.Route.Sources, x.d.Token(), x.d.Route.Forward, x.forward)
 }
 
 // forwardedProto is https for TLS clients, the client's own claim when it
@@ -177,6 +185,7 @@ func forwardedProto(in *http.Request, x *exchange) string {
 }
 
 var rejectRateLimited = policy.Rejection{CloseCode: 4029, Status: http.StatusTooManyRequests, Message: "too many failed attempts; retry later"}
+var rejectBadPath = policy.Rejection{Status: http.StatusBadRequest, Message: "path with dot or empty segments"}
 var rejectShutdown = policy.Rejection{CloseCode: 1012, Status: http.StatusServiceUnavailable, Message: "service restart"}
 var rejectBadGateway = policy.Rejection{CloseCode: 1014, Status: http.StatusBadGateway, Message: "bad gateway"}
 var rejectGatewayTimeout = policy.Rejection{CloseCode: 1014, Status: http.StatusGatewayTimeout, Message: "upstream timeout"}
@@ -230,4 +239,24 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	rej := s.logUpstreamError(r, x, err)
 	writeJSONError(w, x.requestID, "bad_gateway", rej)
+}
+
+// cleanPath reports whether p has no "." or ".." segments and no empty
+// segments ("//"), the shapes that path normalisation changes. Clients
+// (browsers, HTTP libraries) normalise them before sending.
+func cleanPath(p string) bool {
+	if p == "" || p == "/" {
+		return true
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] != '/' {
+			continue
+		}
+		rest := p[i+1:]
+		seg, _, _ := strings.Cut(rest, "/")
+		if seg == "." || seg == ".." || (seg == "" && i+1 < len(p)) {
+			return false
+		}
+	}
+	return true
 }

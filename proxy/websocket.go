@@ -202,6 +202,9 @@ func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange
 		return nil, nil, nil, &upgradeError{"dial", err}
 	}
 	conn.SetDeadline(time.Now().Add(upgradeTimeout))
+	// A client that gives up frees the upstream socket at once.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	bw := bufio.NewWriterSize(conn, 2048)
 	if err := out.Write(bw); err != nil {
 		conn.Close()

@@ -25,10 +25,23 @@ func Destination(src Source, fwd Forward) Source {
 // was found. A token forwarded unchanged to the place it came from leaves
 // the request byte-identical.
 func Apply(out *http.Request, found Token, fwd Forward, token string) {
+	ApplyFrom(out, nil, found, fwd, token)
+}
+
+// ApplyFrom is Apply for a route whose token sources are sources: any
+// other of them that holds a value is removed too, so the upstream sees
+// only the token authgate checked (a query JWT sent alongside a
+// `Bearer <uuid>` must not smuggle the UUID past the policy).
+func ApplyFrom(out *http.Request, sources []Source, found Token, fwd Forward, token string) {
 	if found.Missing() {
 		return
 	}
 	dst := Destination(found.Source, fwd)
+	for _, src := range sources {
+		if src != found.Source && src != dst && holds(out, src) {
+			remove(out, src, "")
+		}
+	}
 	if dst == found.Source && token == found.Value && !found.Ambiguous {
 		return
 	}
@@ -177,4 +190,24 @@ func ProtocolAnswer(offered []string, upstreamChose string) string {
 		}
 	}
 	return entry
+}
+
+// holds reports whether src has a value in r (so that removing nothing
+// never rewrites a header).
+func holds(r *http.Request, src Source) bool {
+	switch src.Kind {
+	case SourceQuery:
+		v, _ := queryValue(r.URL.RawQuery, src.Name)
+		return v != ""
+	case SourceAuthorization:
+		v, _ := bearerValue(r.Header["Authorization"])
+		return v != ""
+	case SourceHeader:
+		return len(r.Header[src.Name]) > 0
+	case SourceCookie:
+		return len(r.CookiesNamed(src.Name)) > 0
+	case SourceProtocol:
+		return protocolToken(r.Header["Sec-Websocket-Protocol"]) != ""
+	}
+	return false
 }

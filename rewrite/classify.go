@@ -190,6 +190,7 @@ var (
 	errNoHSKey   = errors.New("no HS256 secret configured")
 	errNoJWKS    = errors.New("no JWKS available")
 	errAlgHeader = errors.New("alg header missing")
+	errCrit      = errors.New("unsupported crit header")
 )
 
 // Classify returns the class of token as of now. ctx bounds key lookups.
@@ -218,6 +219,11 @@ func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.
 	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		alg, _ := t.Header["alg"].(string)
 		switch {
+		case t.Header["crit"] != nil:
+			// RFC 7515 §4.1.11: a JWS whose crit lists extensions the
+			// recipient does not understand is invalid; authgate
+			// understands none (golang-jwt does not check crit).
+			return nil, errCrit
 		case alg == "":
 			return nil, errAlgHeader
 		case strings.HasPrefix(alg, "HS"):
@@ -299,6 +305,9 @@ func (v *Verifier) classifyUnverified(token string, now time.Time) Result {
 	if !slices.Contains(v.cfg.Algorithms, alg) {
 		return Result{Class: ClassJWTInvalid, Reason: "algorithm not allowed"}
 	}
+	if t.Header["crit"] != nil {
+		return Result{Class: ClassJWTInvalid, Reason: errCrit.Error()}
+	}
 	if reason := v.staticClaims(&claims); reason != "" {
 		return Result{Class: ClassJWTInvalid, Reason: reason}
 	}
@@ -335,6 +344,8 @@ func resultFromError(err error, claims *jwt.RegisteredClaims) Result {
 		// golang-jwt reports a disallowed or unknown alg as "signing
 		// method X is invalid|unavailable" under these two sentinels.
 		switch {
+		case errors.Is(err, errCrit):
+			r.Reason = errCrit.Error()
 		case strings.Contains(err.Error(), "signing method"):
 			r.Reason = "algorithm not allowed"
 		case errors.Is(err, jwt.ErrTokenSignatureInvalid):

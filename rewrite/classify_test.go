@@ -90,6 +90,8 @@ func TestClassifyHS256(t *testing.T) {
 		{"alg None", b64(`{"alg":"None","typ":"JWT"}`) + "." + payload + ".", ClassJWTInvalid, false, "", "algorithm not allowed"},
 		{"HS384 not in allow-list", joseSign(t, jose.HS384, testSecret, "", supabase(legacyUUID, t0.Add(time.Hour))), ClassJWTInvalid, false, "", "algorithm not allowed"},
 		{"HS256 signed with RSA public key", confusion, ClassJWTInvalid, false, "", "signature invalid"},
+		// Regression (battery): crit was ignored (RFC 7515 §4.1.11).
+		{"crit header", joseSignCrit(t), ClassJWTInvalid, false, "", "unsupported crit header"},
 		{"ES256 with no JWKS", joseSign(t, jose.ES256, newEC(t), "k1", supabase(legacyUUID, t0.Add(time.Hour))), ClassJWTInvalid, false, "", "no key for this algorithm or kid"},
 	}
 	for _, tt := range tests {
@@ -218,4 +220,20 @@ func TestIsUUID(t *testing.T) {
 			t.Errorf("IsUUID(%q): got true, want false", s)
 		}
 	}
+}
+
+// joseSignCrit signs a valid HS256 token whose header lists an extension
+// in crit.
+func joseSignCrit(t *testing.T) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("crit", []string{"x-ext"}).WithHeader("x-ext", true)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: testSecret}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := josejwt.Signed(s).Claims(supabase(legacyUUID, t0.Add(time.Hour))).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

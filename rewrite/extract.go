@@ -43,8 +43,18 @@ func Extract(r *http.Request, sources []Source) Token {
 				ambiguous = !allEqual(vals)
 			}
 		case SourceCookie:
-			if c, err := r.Cookie(src.Name); err == nil {
-				v = c.Value
+			// Browsers send a cookie twice when two paths or domains set
+			// it; a backend may read either copy (Starlette keeps the
+			// last), so differing copies are ambiguous.
+			for _, c := range r.CookiesNamed(src.Name) {
+				if c.Value == "" {
+					continue
+				}
+				if v == "" {
+					v = c.Value
+				} else if c.Value != v {
+					ambiguous = true
+				}
 			}
 		case SourceProtocol:
 			v = protocolToken(headerValues(r.Header, "Sec-Websocket-Protocol"))

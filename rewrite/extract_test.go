@@ -77,6 +77,10 @@ func TestExtract(t *testing.T) {
 		{name: "two authorization headers", header: http.Header{"Authorization": {"Bearer a", "Bearer b"}}, value: "a", source: "header:authorization", ambiguous: true},
 		{name: "raw header", header: http.Header{"X-Token": {" raw "}}, value: "raw", source: "header:x-token"},
 		{name: "cookie", header: http.Header{"Cookie": {"a=1; sb-access-token=ck; b=2"}}, value: "ck", source: "cookie:sb-access-token"},
+		// Regression (battery): a second, different copy of the cookie was
+		// ignored, and a backend that reads the last copy used it unchecked.
+		{name: "cookie twice different", header: http.Header{"Cookie": {"sb-access-token=a; sb-access-token=b"}}, value: "a", source: "cookie:sb-access-token", ambiguous: true},
+		{name: "cookie twice same", header: http.Header{"Cookie": {"sb-access-token=a", "sb-access-token=a"}}, value: "a", source: "cookie:sb-access-token"},
 		{name: "protocol dotted", header: http.Header{"Sec-Websocket-Protocol": {"pam.v1, bearer.tok123"}}, value: "tok123", source: "protocol"},
 		{name: "protocol marker", header: http.Header{"Sec-Websocket-Protocol": {"bearer, tok456", "pam.v1"}}, value: "tok456", source: "protocol"},
 		{name: "protocol marker split headers", header: http.Header{"Sec-Websocket-Protocol": {"bearer", "tok789"}}, value: "tok789", source: "protocol"},
@@ -118,6 +122,7 @@ func TestApply(t *testing.T) {
 		wantURL  string
 		wantHdr  http.Header // checked keys only; "" value means absent
 		identity bool
+		others   []string // the route's other token sources
 	}{
 		{name: "same query rewritten", target: "/ws?a=1&token=u&b=%20x", from: "query:token", forward: "same", token: "JWT",
 			wantURL: "/ws?a=1&b=%20x&token=JWT"},
@@ -139,6 +144,9 @@ func TestApply(t *testing.T) {
 			wantURL: "/ws?token=JWT", wantHdr: http.Header{"Sec-Websocket-Protocol": {""}}},
 		{name: "ambiguous duplicates collapse", target: "/ws?token=a&token=b", from: "query:token", forward: "same", token: "a",
 			wantURL: "/ws?token=a"},
+		{name: "other sources stripped", target: "/ws?token=jwt", header: http.Header{"Authorization": {"Bearer 21a2151a-cd37-41d5-a1c7-124bb05e7a6a"}},
+			from: "query:token", others: []string{"header:authorization"}, forward: "same", token: "jwt",
+			wantURL: "/ws?token=jwt", wantHdr: http.Header{"Authorization": {""}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,7 +161,7 @@ func TestApply(t *testing.T) {
 			}
 			found := Extract(r, srcs)
 			before := r.URL.String()
-			Apply(r, found, fwd, tt.token)
+			ApplyFrom(r, append(srcs, mustSources(t, tt.others...)...), found, fwd, tt.token)
 			if got := r.URL.RequestURI(); got != tt.wantURL {
 				t.Errorf("url: got %q, want %q", got, tt.wantURL)
 			}
