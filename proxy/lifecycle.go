@@ -25,7 +25,7 @@ func (s *Server) revoke(snap *policy.Snapshot, now time.Time, why string) int {
 		if rt == nil || !rt.RevokeOpen {
 			continue
 		}
-		d := rt.Evaluate(c.decision.Facts(), c.origin, now)
+		d := rt.Evaluate(c.facts, c.origin, now)
 		if d.Action != policy.ActionReject {
 			continue
 		}

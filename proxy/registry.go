@@ -7,6 +7,7 @@ import (
 
 	"authgate/policy"
 	"authgate/proxy/relay"
+	"authgate/rewrite"
 )
 
 // wsConn is one relayed WebSocket as the registry knows it: enough to
@@ -15,11 +16,11 @@ import (
 // per frame.
 type wsConn struct {
 	relay     *relay.Conn
-	route     *policy.Route   // nil for an unmatched path passed through
-	decision  policy.Decision // the decision it was admitted with (its token facts)
+	route     *policy.Route  // nil for an unmatched path passed through
+	facts     rewrite.Result // the token facts it was admitted with, to decide again
+	logCfg    policy.Log     // log.user_ids of the snapshot it was admitted under
 	origin    string
 	requestID string
-	user      string
 	opened    time.Time
 
 	deadline  time.Time // close_on_expiry: when the client JWT expires (plus leeway)
