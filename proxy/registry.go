@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -42,22 +43,56 @@ type registry struct {
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
 	wg    sync.WaitGroup
+	trim  *time.Timer // returns memory to the OS once many connections sit idle
 }
 
-func (r *registry) init() { r.conns = make(map[*wsConn]struct{}) }
+// Trimming: the garbage of thousands of handshakes, and the stacks the
+// relay retires when connections go idle, stay in the process's RSS (an
+// idle process hardly collects, and the heap goal keeps twice the live
+// heap). When at least trimMinConns connections have been open with no
+// connection opened or closed for trimAfter (past the relay's 30 s idle
+// handoff), the registry returns that memory to the OS once.
+const (
+	trimMinConns = 1000
+	trimAfter    = 40 * time.Second
+)
+
+func (r *registry) init() {
+	r.conns = make(map[*wsConn]struct{})
+	r.trim = time.AfterFunc(time.Hour, r.trimMemory)
+	r.trim.Stop()
+}
 
 func (r *registry) add(c *wsConn) {
 	r.mu.Lock()
 	r.conns[c] = struct{}{}
 	r.wg.Add(1)
+	r.changed()
 	r.mu.Unlock()
 }
 
 func (r *registry) remove(c *wsConn) {
 	r.mu.Lock()
 	delete(r.conns, c)
+	r.changed()
 	r.mu.Unlock()
 	r.wg.Done()
+}
+
+// changed (re)arms the trim timer while many connections are open.
+// Called with mu held.
+func (r *registry) changed() {
+	if len(r.conns) >= trimMinConns {
+		r.trim.Reset(trimAfter)
+	} else {
+		r.trim.Stop()
+	}
+}
+
+func (r *registry) trimMemory() {
+	if r.len() >= trimMinConns {
+		debug.FreeOSMemory()
+	}
 }
 
 // begin and end bracket a WebSocket upgrade in flight, so that wait also

@@ -162,6 +162,7 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	}
 	s.boundary.stop()
 	s.expiry.stop()
+	s.conns.trim.Stop()
 	n := s.conns.closeAll(closeShutdown)
 	wsErr := s.conns.wait(ctx)
 	wg.Wait()
