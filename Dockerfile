@@ -2,7 +2,7 @@
 #   docker build -t authgate .
 #   docker run -p 8080:8080 -e UPSTREAM_URL=https://api.example.com \
 #     -e SUPABASE_JWT_SECRET=... authgate
-FROM golang:1.26-bookworm AS build
+FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
