@@ -54,9 +54,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := &x.d
 	if d.Route != nil {
 		s.limit(x, now)
-	}
-
-	if d.Route != nil {
 		transport := event.TransportHTTP
 		if ws {
 			transport = event.TransportWebSocket
@@ -76,7 +73,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case d.Route == nil:
 			name = "not_found"
-		case d.Rejection.CloseCode == rejectRateLimited.CloseCode:
+		case d.Reason == reasonRateLimited:
 			name = "rate_limited"
 		}
 		s.reject(w, r, x, name, d.Rejection)
@@ -112,7 +109,7 @@ func (s *Server) limit(x *exchange, now time.Time) {
 	d := &x.d
 	if d.Class != rewrite.ClassJWT || !d.Verified {
 		if s.limiter.blocked(x.clientIP, now) {
-			d.Action, d.Would, d.Reason = policy.ActionReject, policy.ActionNone, "rate limited"
+			d.Action, d.Would, d.Reason = policy.ActionReject, policy.ActionNone, reasonRateLimited
 			d.Rejection = rejectRateLimited
 			s.metrics.rateLimited.Inc()
 			return
@@ -183,6 +180,8 @@ func forwardedProto(in *http.Request, x *exchange) string {
 	}
 	return "http"
 }
+
+const reasonRateLimited = "rate limited"
 
 var rejectRateLimited = policy.Rejection{CloseCode: 4029, Status: http.StatusTooManyRequests, Message: "too many failed attempts; retry later"}
 var rejectBadPath = policy.Rejection{Status: http.StatusBadRequest, Message: "path with dot or empty segments"}
