@@ -87,12 +87,25 @@ routes:
 }
 
 type opsHarness struct {
-	addr   string
-	logs   *lockedBuffer
-	srv    func() *Server
-	cancel context.CancelFunc
-	done   chan error
-	reload chan struct{}
+	addr     string
+	logs     *lockedBuffer
+	srv      func() *Server
+	cancel   context.CancelFunc
+	done     chan error
+	finished chan struct{} // closed when Run has returned
+	reload   chan struct{}
+}
+
+// stop ends Run and waits for it: its log is then complete (log lines
+// are buffered for up to logFlushDelay while it runs).
+func (h *opsHarness) stop(t *testing.T) {
+	t.Helper()
+	h.cancel()
+	select {
+	case <-h.finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop")
+	}
 }
 
 type lockedBuffer struct {
@@ -117,12 +130,13 @@ func (l *lockedBuffer) count(substr string) int { return strings.Count(l.String(
 // startRun runs Run on the config at path, with file watching.
 func startRun(t *testing.T, path string) *opsHarness {
 	t.Helper()
-	h := &opsHarness{logs: &lockedBuffer{}, done: make(chan error, 1), reload: make(chan struct{}, 1)}
+	h := &opsHarness{logs: &lockedBuffer{}, done: make(chan error, 1), finished: make(chan struct{}), reload: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	ready := make(chan string, 1)
 	var srvp atomic.Pointer[Server]
 	go func() {
+		defer close(h.finished)
 		h.done <- Run(ctx, RunOptions{
 			ConfigPath: path, Logs: h.logs, Watch: true, Reload: h.reload,
 			Load: func(p string) (*policy.Snapshot, error) {
@@ -143,7 +157,7 @@ func startRun(t *testing.T, path string) *opsHarness {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-h.done:
+		case <-h.finished:
 		case <-time.After(30 * time.Second):
 			t.Error("Run did not stop")
 		}

@@ -28,6 +28,7 @@ func TestLogsFeedTheReport(t *testing.T) {
 	httpStatus(t, h.addr, "garbage")
 	c := opsDial(t, h.addr, opsUUID)
 	c.Close()
+	h.stop(t) // the log is complete once Run has returned
 
 	agg := report.NewAggregator(report.Query{To: time.Now().Add(time.Minute), QuietFor: time.Hour})
 	if err := agg.ReadFrom("authgate.log", strings.NewReader(h.logs.String())); err != nil {

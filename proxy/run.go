@@ -50,7 +50,9 @@ func Run(ctx context.Context, opt RunOptions) error {
 	if err != nil {
 		return err
 	}
-	logger := NewLogger(opt.Logs, snap.Log.Format, snap.Log.Level)
+	logs := newBufferedWriter(opt.Logs)
+	defer logs.Close()
+	logger := NewLogger(logs, snap.Log.Format, snap.Log.Level)
 	jwks := &jwksCache{log: logger}
 	defer jwks.stop()
 	if snap, err = jwks.attach(ctx, snap); err != nil {
@@ -62,7 +64,11 @@ func Run(ctx context.Context, opt RunOptions) error {
 	if opt.onServer != nil {
 		opt.onServer(srv)
 	}
-	ln, err := net.Listen("tcp", snap.Listen)
+	// Keep-alive finds clients that vanished (mobile networks) after a
+	// minute idle plus the OS's probes; two socket options per accepted
+	// connection instead of Go's default four.
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: -1}}
+	ln, err := lc.Listen(ctx, "tcp", snap.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", snap.Listen, err)
 	}
