@@ -203,13 +203,7 @@ func (e *env) startAuthgate() (*peer, error) {
 		if ctl != nil {
 			ctl.Close()
 		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		terminate(cmd, exited)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitListening(addr, 15*time.Second, exited); err != nil {
@@ -280,15 +274,7 @@ func (e *env) startNginx() (*peer, error) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM) // fast shutdown, workers too
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
+	stop := func() { terminate(cmd, exited) } // SIGTERM: nginx's fast shutdown, workers too
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitListening(addr, 10*time.Second, exited); err != nil {
 		stop()
@@ -375,4 +361,16 @@ func procRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// terminate sends SIGTERM and waits for the process to exit (closed
+// exited), killing it after 10 s.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
 }

@@ -33,14 +33,11 @@ func Explain(snap *policy.Snapshot, r *http.Request, now time.Time) (Explanation
 	if x.d.Action == policy.ActionReject {
 		return e, nil
 	}
+	if err := x.setForward(now); err != nil {
+		return e, err
+	}
 	if x.d.Action == policy.ActionRewrite {
-		tok, _, err := snap.Minter.Mint(x.d.User, now)
-		if err != nil {
-			return e, err
-		}
-		x.forward, e.Minted = tok, tok
-	} else if x.d.Route != nil {
-		x.forward = x.d.Token().Value
+		e.Minted = x.forward
 	}
 	out := r.Clone(context.Background())
 	removeHopHeaders(out.Header)

@@ -83,22 +83,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, x, "shutting_down", rejectShutdown)
 		return
 	}
-	if d.Action == policy.ActionRewrite {
-		tok, _, err := snap.Minter.Mint(d.User, now)
-		if err != nil {
-			s.log.Error().Str(event.FieldEvent, "mint_error").Str(event.FieldRequestID, x.requestID).Err(err).Msg("minting failed")
-			s.reject(w, r, x, "internal", policy.Rejection{CloseCode: 1011, Status: http.StatusInternalServerError, Message: "internal error"})
-			return
-		}
-		x.forward = tok
-	} else if d.Route != nil {
-		x.forward = d.Token().Value
+	if err := x.setForward(now); err != nil {
+		s.log.Error().Str(event.FieldEvent, "mint_error").Str(event.FieldRequestID, x.requestID).Err(err).Msg("minting failed")
+		s.reject(w, r, x, "internal", policy.Rejection{CloseCode: 1011, Status: http.StatusInternalServerError, Message: "internal error"})
+		return
 	}
 	if ws {
 		s.serveWebSocket(w, r, x)
 		return
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// setForward decides the token the upstream gets: a freshly minted JWT
+// for a rewrite, the client's own on a matched route, none otherwise.
+func (x *exchange) setForward(now time.Time) error {
+	switch {
+	case x.d.Action == policy.ActionRewrite:
+		tok, _, err := x.snap.Minter.Mint(x.d.User, now)
+		if err != nil {
+			return err
+		}
+		x.forward = tok
+	case x.d.Route != nil:
+		x.forward = x.d.Token().Value
+	}
+	return nil
 }
 
 // limit applies rate_limit: a client IP whose rejected attempts used up
