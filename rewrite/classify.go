@@ -92,6 +92,14 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// base64URL marks the base64url alphabet (RFC 4648 §5).
+var base64URL = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = true
+	}
+	return t
+}()
+
 // looksLikeJWT reports whether s is three base64url segments, the first two non-empty
 // (JWS compact serialisation, RFC 7515 §7.1). It spares the parser the
 // obvious garbage and keeps "malformed" distinct from "jwt_invalid".
@@ -100,18 +108,15 @@ func looksLikeJWT(s string) bool {
 	seg := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '.':
-			if seg == 0 || dots == 2 {
-				return false
-			}
-			dots++
-			seg = 0
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		if base64URL[c] {
 			seg++
-		default:
+			continue
+		}
+		if c != '.' || seg == 0 || dots == 2 {
 			return false
 		}
+		dots++
+		seg = 0
 	}
 	// An empty signature is kept (alg "none" tokens look like that) so
 	// it is refused as jwt_invalid "algorithm not allowed".
@@ -156,6 +161,7 @@ type Verifier struct {
 	noKeys bool
 	parser *jwt.Parser // signature and structure; claims are checked by checkClaims
 	cache  *verifiedCache
+	macs   map[*jwt.SigningMethodHMAC]*macPool // the HS fast path's MAC states, by method
 }
 
 // NewVerifier compiles cfg.
@@ -169,6 +175,12 @@ func NewVerifier(cfg VerifyConfig) *Verifier {
 	v := &Verifier{cfg: cfg, cache: newVerifiedCache(cfg.CacheSize)}
 	v.parser = jwt.NewParser(jwt.WithValidMethods(cfg.Algorithms), jwt.WithoutClaimsValidation())
 	v.noKeys = len(cfg.HS256Secret) == 0 && cfg.JWKS == nil && !cfg.HasJWKS
+	if len(cfg.HS256Secret) > 0 {
+		v.macs = make(map[*jwt.SigningMethodHMAC]*macPool, 3)
+		for _, m := range []*jwt.SigningMethodHMAC{jwt.SigningMethodHS256, jwt.SigningMethodHS384, jwt.SigningMethodHS512} {
+			v.macs[m] = newMACPool(m.Hash.New, cfg.HS256Secret)
+		}
+	}
 	return v
 }
 
@@ -216,7 +228,35 @@ func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.
 		return v.timeResult(c, now)
 	}
 	var claims jwt.RegisteredClaims
-	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	if !v.hsFast(token, &claims) {
+		claims = jwt.RegisteredClaims{}
+		if r, ok := v.parse(ctx, token, &claims); !ok {
+			return r
+		}
+	}
+	// The signature holds: what is left depends on the claims only, and
+	// can be cached; the time claims are checked on every use.
+	c := cachedClaims{subject: claims.Subject}
+	if reason := v.staticClaims(&claims); reason != "" {
+		return Result{Class: ClassJWTInvalid, Reason: reason}
+	}
+	if claims.ExpiresAt != nil {
+		c.exp = claims.ExpiresAt.Time
+	}
+	if claims.NotBefore != nil {
+		c.nbf = claims.NotBefore.Time
+	}
+	if c.exp.IsZero() {
+		return Result{Class: ClassJWTInvalid, Reason: "exp claim missing"}
+	}
+	v.cache.put(token, c)
+	return v.timeResult(c, now)
+}
+
+// parse verifies token with golang-jwt's parser and decodes its claims;
+// ok is false with the token's class when it fails.
+func (v *Verifier) parse(ctx context.Context, token string, claims *jwt.RegisteredClaims) (r Result, ok bool) {
+	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		alg, _ := t.Header["alg"].(string)
 		switch {
 		case t.Header["crit"] != nil:
@@ -243,26 +283,9 @@ func (v *Verifier) classifyVerified(ctx context.Context, token string, now time.
 		}
 	})
 	if err != nil {
-		return resultFromError(err, &claims)
+		return resultFromError(err, claims), false
 	}
-	// The signature holds: what is left depends on the claims only, and
-	// can be cached; the time claims are checked on every use.
-	c := cachedClaims{subject: claims.Subject}
-	if reason := v.staticClaims(&claims); reason != "" {
-		return Result{Class: ClassJWTInvalid, Reason: reason}
-	}
-	if claims.ExpiresAt != nil {
-		c.exp = claims.ExpiresAt.Time
-	}
-	if claims.NotBefore != nil {
-		c.nbf = claims.NotBefore.Time
-	}
-	if c.exp.IsZero() {
-		return Result{Class: ClassJWTInvalid, Reason: "exp claim missing"}
-	}
-	v.cache.put(token, c)
-	r := v.timeResult(c, now)
-	return r
+	return Result{}, true
 }
 
 // staticClaims checks the claims that do not depend on time: issuer and
