@@ -178,7 +178,9 @@ func NewVerifier(cfg VerifyConfig) *Verifier {
 	if len(cfg.HS256Secret) > 0 {
 		v.macs = make(map[*jwt.SigningMethodHMAC]*macPool, 3)
 		for _, m := range []*jwt.SigningMethodHMAC{jwt.SigningMethodHS256, jwt.SigningMethodHS384, jwt.SigningMethodHS512} {
-			v.macs[m] = newMACPool(m.Hash.New, cfg.HS256Secret)
+			if m.Hash.Available() { // as golang-jwt requires; otherwise its path reports it
+				v.macs[m] = newMACPool(m.Hash.New, cfg.HS256Secret)
+			}
 		}
 	}
 	return v

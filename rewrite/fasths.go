@@ -20,19 +20,19 @@ import (
 // every Supabase client, is verified and its registered claims decoded
 // without encoding/json, which is about half of golang-jwt's cost for a
 // token not seen before (its header map and the reflection over
-// RegisteredClaims). The signature is still checked by golang-jwt's
-// SigningMethodHMAC; gjson reads the JSON.
+// RegisteredClaims). The MAC is checked with crypto/hmac, keyed states
+// reused from a pool, and compared in constant time; gjson reads the JSON.
 //
 // It only takes tokens it can read exactly as golang-jwt would: valid JSON
-// objects, an HS alg that is allowed, no crit header, and registered
-// claims of the plain types (strings without escapes, numbers, aud as a
-// string or an array of strings). Anything else, including every failure,
+// objects, a header of plain strings only with an HS alg that is allowed
+// and no crit, and registered claims of the plain types (strings without
+// escapes, numbers, aud as a string or an array of strings). Anything else, including every failure,
 // returns false and goes through golang-jwt's parser, the reference:
 // FuzzFastHS checks that both give the same claims whenever this one
 // answers.
 
 // maxFastSegment bounds the decoded header and claims the fast path reads
-// from stack buffers; longer ones take golang-jwt's path.
+// from its pooled buffers; longer ones take golang-jwt's path.
 const maxFastSegment = 2048
 
 type fastBuf struct {
@@ -43,7 +43,8 @@ type fastBuf struct {
 var fastBufs = sync.Pool{New: func() any { return new(fastBuf) }}
 
 // hsFast verifies token with the HS secret and fills claims; false means
-// "not handled here", not "invalid".
+// "not handled here", not "invalid", and claims may then hold part of the
+// token's claims: the caller starts golang-jwt's path from zero claims.
 func (v *Verifier) hsFast(token string, claims *jwt.RegisteredClaims) bool {
 	if len(v.cfg.HS256Secret) == 0 {
 		return false
@@ -85,19 +86,24 @@ func (v *Verifier) hsFast(token string, claims *jwt.RegisteredClaims) bool {
 // the MAC of a short token, and a state is reset, not rebuilt, per token.
 type macPool struct{ p sync.Pool }
 
+// macState is a keyed HMAC with room for its sum.
+type macState struct {
+	h   hash.Hash
+	sum [64]byte
+}
+
 func newMACPool(h func() hash.Hash, key []byte) *macPool {
-	return &macPool{p: sync.Pool{New: func() any { return hmac.New(h, key) }}}
+	return &macPool{p: sync.Pool{New: func() any { return &macState{h: hmac.New(h, key)} }}}
 }
 
 // verify reports whether sig is the MAC of signed, compared in constant
 // time as jwt.SigningMethodHMAC.Verify does.
 func (mp *macPool) verify(signed, sig string) bool {
-	m := mp.p.Get().(hash.Hash)
+	m := mp.p.Get().(*macState)
 	defer mp.p.Put(m)
-	m.Reset()
-	m.Write(unsafe.Slice(unsafe.StringData(signed), len(signed)))
-	var sum [64]byte
-	return hmac.Equal(unsafe.Slice(unsafe.StringData(sig), len(sig)), m.Sum(sum[:0]))
+	m.h.Reset()
+	m.h.Write(unsafe.Slice(unsafe.StringData(signed), len(signed)))
+	return hmac.Equal(unsafe.Slice(unsafe.StringData(sig), len(sig)), m.h.Sum(m.sum[:0]))
 }
 
 // decodeSegment decodes base64url without padding (golang-jwt's default
@@ -123,11 +129,17 @@ func (v *Verifier) fastMethod(header string) *jwt.SigningMethodHMAC {
 	gjson.Parse(header).ForEach(func(key, val gjson.Result) bool {
 		// The header is decoded into a map: names match exactly, and
 		// the last of duplicate names wins.
+		// Every value must be a plain string: json.Unmarshal into the
+		// header map converts numbers to float64 and fails on one out of
+		// range ({"x":1e999}), which makes the token malformed, and no
+		// Supabase header holds anything but strings (alg, kid, typ).
+		var s string
+		s, ok = plainString(val)
 		switch {
 		case strings.IndexByte(key.Raw, '\\') >= 0, key.Str == "crit":
 			ok = false
 		case key.Str == "alg":
-			alg, ok = plainString(val)
+			alg = s
 		}
 		return ok
 	})

@@ -93,6 +93,10 @@ func TestFastHSMatchesGolangJWT(t *testing.T) {
 		{"claims null", "HS256", plainHeader, `null`, false},
 		{"trailing garbage", "HS256", plainHeader, `{"exp":1}x`, false},
 		{"header not json", "HS256", `alg`, `{"exp":1}`, false},
+		{"header number out of range", "HS256", `{"alg":"HS256","x":1e999}`, `{"exp":1}`, false},
+		{"header nested number", "HS256", `{"alg":"HS256","jwk":{"n":[1e400]}}`, `{"exp":1}`, false},
+		{"header number", "HS256", `{"alg":"HS256","x":1}`, `{"exp":1}`, false},
+		{"claim number out of range elsewhere", "HS256", plainHeader, `{"x":1e999,"exp":1}`, true},
 		{"invalid utf-8", "HS256", plainHeader, "{\"sub\":\"\xff\",\"exp\":1}", false},
 	}
 	for _, c := range cases {
@@ -139,6 +143,7 @@ func FuzzFastHS(f *testing.F) {
 	f.Add(`{"alg":"HS512","alg":"HS512"}`, `{"aud":"x","iat":0,"jti":"j","o":{"sub":1}}`, uint8(2))
 	f.Add(plainHeader, `{"exp":1e308,"nbf":-1e308,"iat":123456789012345678901234567890}`, uint8(0))
 	f.Add(plainHeader, "{\"sub\":\"\\ud800\",\"exp\":01}", uint8(0))
+	f.Add(`{"alg":"HS256","x":1e999}`, `{"exp":1}`, uint8(0))
 	v := NewVerifier(VerifyConfig{HS256Secret: testSecret, Algorithms: []string{"HS256", "HS384", "HS512"}})
 	algs := []string{"HS256", "HS384", "HS512"}
 	f.Fuzz(func(t *testing.T, header, claims string, alg uint8) {
