@@ -120,6 +120,7 @@ type config struct {
 	keep         bool
 	quick        bool
 	nginxMissing bool
+	baseline     string // another authgate binary, run as peer "baseline"
 }
 
 var allTests = []string{"upgrade", "echo64", "echo64k", "idle", "decide", "report"}
@@ -136,6 +137,7 @@ func run() error {
 	reportSize := flag.String("report-size", "100MB", "log size for the report benchmark")
 	profile := flag.String("profile", "", "directory: run authgate in-process (proxy.Run, same config) and write a CPU profile of each measured window there")
 	keep := flag.Bool("keep", false, "keep the temp dir (configs, logs)")
+	baseline := flag.String("baseline", "", "path of another authgate binary (for example one built from main) to run as a further peer, \"baseline\", configured and pinned like authgate and interleaved with it: the table gains its column and an ag/base ratio, so a change is judged within one run")
 	flag.Parse()
 
 	cfg := config{
@@ -172,6 +174,13 @@ func run() error {
 			}
 			cfg.peers = append(cfg.peers, p)
 		}
+	}
+	if *baseline != "" {
+		if _, err := os.Stat(*baseline); err != nil {
+			return fmt.Errorf("-baseline: %w", err)
+		}
+		cfg.baseline = *baseline
+		cfg.peers = append(cfg.peers, "baseline")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -156,7 +156,18 @@ rate_limit:
 // startAuthgate runs `authgate serve` pinned to core 1 with GOMAXPROCS=1,
 // its JSON log going to a file; with e.profile, the same proxy.Run in a
 // re-executed bench process (role "inproc") that CPU-profiles on request.
+// The baseline peer is the -baseline binary, run the same way (never
+// in-process).
 func (e *env) startAuthgate() (*peer, error) {
+	if e.profile {
+		return e.runAuthgate("authgate", e.self, true)
+	}
+	return e.runAuthgate("authgate", e.authgate, false)
+}
+
+// runAuthgate starts the authgate binary bin (or, inproc, the bench itself
+// in role "inproc") as peer name.
+func (e *env) runAuthgate(name, bin string, inproc bool) (*peer, error) {
 	e.seq++
 	port, err := freePort()
 	if err != nil {
@@ -172,14 +183,14 @@ func (e *env) startAuthgate() (*peer, error) {
 		return nil, err
 	}
 	var argv []string
-	if e.profile {
-		argv = e.pinned("1", e.self, cfg)
+	if inproc {
+		argv = e.pinned("1", bin, cfg)
 	} else {
-		argv = e.pinned("1", e.authgate, "serve", "--config", cfg)
+		argv = e.pinned("1", bin, "serve", "--config", cfg)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "BENCH_JWT_SECRET="+e.secret)
-	if e.profile {
+	if inproc {
 		cmd.Env = append(cmd.Env, roleEnv+"=inproc", "BENCH_LOG="+logPath)
 	}
 	cmd.Stdout = logf
@@ -187,7 +198,7 @@ func (e *env) startAuthgate() (*peer, error) {
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var ctl io.WriteCloser
-	if e.profile {
+	if inproc {
 		if ctl, err = cmd.StdinPipe(); err != nil {
 			return nil, err
 		}
@@ -208,9 +219,9 @@ func (e *env) startAuthgate() (*peer, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitListening(addr, 15*time.Second, exited); err != nil {
 		stop()
-		return nil, fmt.Errorf("authgate: %w\n%s", err, stderr.String())
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, stderr.String())
 	}
-	p := &peer{name: "authgate", base: "ws://" + addr, pid: cmd.Process.Pid, stop: stop}
+	p := &peer{name: name, base: "ws://" + addr, pid: cmd.Process.Pid, stop: stop}
 	if ctl != nil {
 		p.ctl = ctl
 	}

@@ -62,6 +62,8 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 			return e.startNginx()
 		case "authgate":
 			return e.startAuthgate()
+		case "baseline":
+			return e.runAuthgate("baseline", cfg.baseline, false)
 		}
 		return &peer{name: "direct", base: "ws://" + e.backend, stop: func() {}}, nil
 	}
@@ -135,7 +137,7 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 				_, err = echoRun(ctx, p.base, tk, 32, 64, 200*time.Millisecond, 300*time.Millisecond, 0, noHooks())
 				time.Sleep(500 * time.Millisecond)
 				rest := time.Duration(0)
-				if name == "authgate" {
+				if name == "authgate" || name == "baseline" {
 					rest = cfg.idleRest
 				}
 				var ir idleResult
@@ -160,6 +162,9 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 	return nil
 }
 
+// allPeers in table order; "baseline" only runs with -baseline.
+var allPeers = []string{"direct", "nginx", "authgate", "baseline"}
+
 // row is one line of the table: a metric's median per peer.
 type row struct {
 	test, metric string
@@ -182,7 +187,7 @@ func (r *results) rows(cfg config) []row {
 	}
 	metric := func(test, label, name string, proxiesOnly bool, f func(echoResult) float64) row {
 		rw := row{test: label, metric: name, v: map[string]float64{}}
-		for _, p := range []string{"direct", "nginx", "authgate"} {
+		for _, p := range allPeers {
 			if proxiesOnly && p == "direct" {
 				continue
 			}
@@ -336,13 +341,34 @@ func ratio(rw row, peer string) string {
 func (r *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\nMedians of %d run(s). msgs/s and MB/s count round trips (payload one way); latency is one\n", cfg.runs)
 	fmt.Fprintf(w, "round trip; CPU is the proxy process's utime+stime (/proc/PID/stat) over the measured window\n")
-	fmt.Fprintf(w, "divided by operations; ratio columns are authgate/nginx and authgate/direct.\n\n")
-	cells := [][]string{{"test", "metric", "direct", "nginx", "authgate", "ag/nginx", "ag/direct", "bar"}}
+	fmt.Fprintf(w, "divided by operations; ratio columns are authgate/nginx and authgate/direct")
+	base := cfg.baseline != ""
+	if base {
+		fmt.Fprintf(w, ",\nand authgate/baseline (baseline: %s)", cfg.baseline)
+	}
+	fmt.Fprintf(w, ".\n\n")
+	head := []string{"test", "metric", "direct", "nginx", "authgate"}
+	if base {
+		head = append(head, "baseline")
+	}
+	head = append(head, "ag/nginx", "ag/direct")
+	if base {
+		head = append(head, "ag/base")
+	}
+	cells := [][]string{append(head, "bar")}
 	for _, rw := range r.rows(cfg) {
-		d, okd := rw.v["direct"]
-		n, okn := rw.v["nginx"]
-		a, oka := rw.v["authgate"]
-		cells = append(cells, []string{rw.test, rw.metric, num(d, okd), num(n, okn), num(a, oka), ratio(rw, "nginx"), ratio(rw, "direct"), rw.bar})
+		c := []string{rw.test, rw.metric}
+		for _, p := range allPeers {
+			if p != "baseline" || base {
+				v, ok := rw.v[p]
+				c = append(c, num(v, ok))
+			}
+		}
+		c = append(c, ratio(rw, "nginx"), ratio(rw, "direct"))
+		if base {
+			c = append(c, ratio(rw, "baseline"))
+		}
+		cells = append(cells, append(c, rw.bar))
 	}
 	width := make([]int, len(cells[0]))
 	for _, c := range cells {
@@ -367,7 +393,7 @@ func (r *results) print(w io.Writer, cfg config) {
 
 	fmt.Fprintf(w, "\nPer-run figures (in run order):\n")
 	for _, t := range loadTests {
-		for _, p := range []string{"direct", "nginx", "authgate"} {
+		for _, p := range allPeers {
 			runs := r.echo[t.name][p]
 			if len(runs) == 0 {
 				continue
@@ -386,7 +412,7 @@ func (r *results) print(w io.Writer, cfg config) {
 			fmt.Fprintln(w, line)
 		}
 	}
-	for _, p := range []string{"nginx", "authgate"} {
+	for _, p := range allPeers[1:] {
 		for i, ir := range r.idle[p] {
 			fmt.Fprintf(w, "  idle     %-9s run %d: VmRSS %d KiB before, %d KiB %s after opening %d", p, i+1, ir.before, ir.settled, cfg.idleSettle, ir.conns)
 			if ir.rested != 0 {
