@@ -166,18 +166,37 @@ func (h *harness) result() Result {
 // server and returns the server's host:port.
 func gorillaServer(t *testing.T, up websocket.Upgrader, fn func(*websocket.Conn)) string {
 	t.Helper()
-	var wg sync.WaitGroup
+	// httptest.Server.Close does not wait for hijacked connections, so
+	// the handlers are counted here. The Add happens under mu, before
+	// cleanup marks the server closed, so that it happens before Wait
+	// (an Add from zero racing with Wait is a WaitGroup misuse the race
+	// detector reports).
+	var (
+		mu     sync.Mutex
+		closed bool
+		wg     sync.WaitGroup
+	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if closed {
+			mu.Unlock()
+			http.Error(w, "closing", http.StatusServiceUnavailable)
+			return
+		}
+		wg.Add(1)
+		mu.Unlock()
+		defer wg.Done()
 		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		wg.Add(1)
-		defer wg.Done()
 		defer c.Close()
 		fn(c)
 	}))
 	t.Cleanup(func() {
+		mu.Lock()
+		closed = true
+		mu.Unlock()
 		srv.Close()
 		wg.Wait()
 	})
