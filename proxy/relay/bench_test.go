@@ -189,3 +189,47 @@ func cpuTime() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkEmptyRead is the cost of the read that returns EAGAIN on a
+// drained loopback TCP socket. Go's netpoller reads until EAGAIN before a
+// goroutine parks, so the relay makes one such read per forwarded frame
+// (strace -c during `go run ./bench -only echo64`: as many EAGAIN reads as
+// writes); nginx skips it after a short read because epoll tells it about
+// a pending FIN (EPOLLRDHUP), which Go's poller does not pass on. Two per
+// 64 B round trip are most of the CPU gap to nginx (README, Performance).
+func BenchmarkEmptyRead(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if peer, ok := <-accepted; ok {
+		defer peer.Close()
+	}
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	rc.Control(func(fd uintptr) {
+		for b.Loop() {
+			if _, err := syscall.Read(int(fd), buf); err != syscall.EAGAIN {
+				b.Fatalf("read on a drained socket: %v, want EAGAIN", err)
+			}
+		}
+	})
+}
