@@ -77,6 +77,22 @@ func (c *wsClient) write(f ws.Frame) error {
 	return ws.WriteFrame(c.conn, ws.MaskFrameInPlace(f))
 }
 
+// pong answers a ping the way gorilla's default ping handler does: not
+// once a close frame has gone out, and a failed write does not end the
+// read loop (the next read reports a broken connection). Backends ping on
+// their own schedule (uvicorn every 20 s), so a ping can cross the client's
+// close frame, and authgate, its closing handshake done, may already have
+// closed the connection when the pong is written.
+func (c *wsClient) pong(payload []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.sentClose {
+		return
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	ws.WriteFrame(c.conn, ws.MaskFrameInPlace(ws.NewPongFrame(payload)))
+}
+
 // sendClose sends a close frame with code (none for 1005) unless one was
 // sent already.
 func (c *wsClient) sendClose(code int, reason string) error {
@@ -114,9 +130,7 @@ func (c *wsClient) next(timeout time.Duration) (string, error) {
 		}
 		switch f.Header.OpCode {
 		case ws.OpPing:
-			if err := c.write(ws.NewPongFrame(f.Payload)); err != nil {
-				return "", err
-			}
+			c.pong(f.Payload)
 		case ws.OpPong:
 		case ws.OpClose:
 			c.closed = true
