@@ -129,6 +129,7 @@ func waitConfig(b *lockedBuf, result string, before int, d time.Duration) bool {
 
 // TestConfigFile: the config file broken in every way while authgate runs.
 func TestConfigFile(t *testing.T) {
+	beginTest(t)
 	var rp *runningProxy
 	var ws *websocket.Conn
 	dir := t.TempDir() // the group's, not a row's: it must outlive "start"

@@ -184,6 +184,7 @@ func rawEnv(up string) map[string]string { return map[string]string{"UP": up, "S
 
 // TestUpstreamFaults: upstreams that refuse, garble, close or cheat.
 func TestUpstreamFaults(t *testing.T) {
+	beginTest(t)
 	rb := newRawBackend(t)
 	defer rb.close()
 	in, err := startInstance(rawYAML, rawEnv(rb.url()), time.Second)
@@ -361,6 +362,7 @@ func asNetErr(err error, ne *net.Error) bool {
 // TestJWKSFaults: the JWKS endpoint down, slow, or serving garbage.
 // Asymmetric tokens are jwt_invalid promptly; HS256 keeps working.
 func TestJWKSFaults(t *testing.T) {
+	beginTest(t)
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "http://" + dead.Addr().String() + "/jwks.json"
 	dead.Close()

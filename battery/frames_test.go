@@ -56,6 +56,7 @@ func frameOf(hd ws.Header, p []byte) func(*bytes.Buffer) {
 }
 
 func TestFrames(t *testing.T) {
+	beginTest(t)
 	cases := []frameCase{
 		{"unmasked-client-frame", "a text frame without a mask (RFC 6455 §5.1)",
 			frameOf(hdr(ws.OpText, true, false, 0, 5), []byte("hello")), 1002},

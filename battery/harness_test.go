@@ -71,7 +71,7 @@ func TestMain(m *testing.M) {
 	// The battery-wide checks run even when a case failed: a failing case
 	// must not hide a leak or a panic.
 	{
-		if s := stdlog.String(); strings.Contains(s, "panic") {
+		if s := stdlog.All(); strings.Contains(s, "panic") {
 			fmt.Fprintf(os.Stderr, "battery: a panic was logged by net/http:\n%s\n", s)
 			code = 1
 		}
@@ -94,8 +94,9 @@ func TestMain(m *testing.M) {
 
 // lockedBuf is a goroutine-safe log sink.
 type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu   sync.Mutex
+	b    bytes.Buffer
+	base int // String's start: the length when the top-level test began
 }
 
 func (l *lockedBuf) Write(p []byte) (int, error) {
@@ -104,10 +105,24 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String returns what was written since the current top-level test began
+// (see beginTest); All returns everything.
 func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return string(l.b.Bytes()[l.base:])
+}
+
+func (l *lockedBuf) All() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+func (l *lockedBuf) rebase() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.base = l.b.Len()
 }
 
 func (l *lockedBuf) Len() int {
@@ -125,6 +140,21 @@ func (l *lockedBuf) Since(off int) string {
 	return string(l.b.Bytes()[off:])
 }
 
+// beginTest starts a top-level test on the shared harness: log searches
+// (lockedBuf.String) and the backend's records then cover this test only.
+// Case names, request IDs and X-Case values repeat from run to run, so
+// without it `go test -count=N` would find the previous run's events.
+func beginTest(t *testing.T) {
+	t.Helper()
+	logsMu.Lock()
+	for _, b := range allLogs {
+		b.rebase()
+	}
+	logsMu.Unlock()
+	stdlog.rebase()
+	h.backend.reset()
+}
+
 func newLogBuf() *lockedBuf {
 	b := &lockedBuf{}
 	logsMu.Lock()
@@ -138,7 +168,7 @@ func allLogText() string {
 	defer logsMu.Unlock()
 	var sb strings.Builder
 	for _, b := range allLogs {
-		sb.WriteString(b.String())
+		sb.WriteString(b.All())
 	}
 	return sb.String()
 }
@@ -550,6 +580,27 @@ func (b *backend) closeCh(c string) chan int {
 	return ch
 }
 
+// reset forgets the requests, close codes and flood figures recorded so
+// far, except the canary's.
+func (b *backend) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := range b.reqs {
+		if c != "canary" {
+			delete(b.reqs, c)
+		}
+	}
+	for c := range b.closes {
+		if c != "canary" {
+			delete(b.closes, c)
+		}
+	}
+	b.floodWritten.Store(0)
+	for len(b.floodDone) > 0 {
+		<-b.floodDone
+	}
+}
+
 // got returns the requests the backend saw for case c.
 func (b *backend) got(c string) []seen {
 	b.mu.Lock()
@@ -587,8 +638,10 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 			b.flood(conn)
 			return
 		}
-		conn.SetReadDeadline(time.Now().Add(60 * time.Second))
 		for {
+			// 60 s without a message ends it; the canary, checked after
+			// every case, lives as long as the battery runs.
+			conn.SetReadDeadline(time.Now().Add(60 * time.Second))
 			mt, msg, err := conn.ReadMessage()
 			if err != nil {
 				code := -1

@@ -12,6 +12,7 @@ import (
 // TestHTTP: request-level attacks: header limits, smuggling shapes,
 // broken handshakes, absolute-form targets and foreign Hosts.
 func TestHTTP(t *testing.T) {
+	beginTest(t)
 	addr := h.main.addr
 	upHost := strings.TrimPrefix(h.backend.srv.URL, "http://")
 	runCases(t, []tcase{

@@ -38,6 +38,7 @@ type reportOut struct {
 
 // TestReportParser feeds hostile log files to `authgate report`.
 func TestReportParser(t *testing.T) {
+	beginTest(t)
 	deep := strings.Repeat(`{"a":`, 200000) + "1" + strings.Repeat("}", 200000)
 	deepArr := `{"event":"auth","x":` + strings.Repeat("[", 500000) + strings.Repeat("]", 500000) + `}`
 	cases := []struct {

@@ -16,6 +16,7 @@ import (
 // TestSlow runs the cases bounded by authgate's fixed timeouts (read
 // header 10 s, relay write 10 s, upgrade 15 s) side by side.
 func TestSlow(t *testing.T) {
+	beginTest(t)
 	rb := newRawBackend(t)
 	defer rb.close()
 	in, err := startInstance(rawYAML, rawEnv(rb.url()), time.Second)

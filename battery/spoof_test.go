@@ -9,6 +9,7 @@ import (
 // TestSpoofing: forwarding and identity headers from an untrusted peer,
 // and legacy UUIDs from foreign Origins.
 func TestSpoofing(t *testing.T) {
+	beginTest(t)
 	addr := h.main.addr
 	spoofed := "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n" +
 		"Forwarded: for=203.0.113.9;proto=https\r\nX-Real-Ip: 203.0.113.9\r\n" +
