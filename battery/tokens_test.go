@@ -428,7 +428,7 @@ func newCountingServer() *countingServer {
 
 // TestUnknownKIDFlood: 100 tokens with made-up kids, 10 at a time, must
 // each be answered promptly, and cost the JWKS URL at most one refetch
-// (at most 2 fetches in the proxy's life: the first and one refetch).
+// (two fetches if the set had not been fetched before the flood).
 func TestUnknownKIDFlood(t *testing.T) {
 	beginTest(t)
 	runCases(t, []tcase{{
