@@ -17,18 +17,18 @@ import (
 // that defaults apply only to what the operator did not write.
 
 type fileConfig struct {
-	Listen          *string         `yaml:"listen"`
-	AdminListen     *string         `yaml:"admin_listen"`
-	HealthPath      *string         `yaml:"health_path"`
-	ShutdownTimeout *Duration       `yaml:"shutdown_timeout"`
-	TrustedProxies  []Prefix        `yaml:"trusted_proxies"`
-	Upstream        upstreamConfig  `yaml:"upstream"`
-	Verify          verifyConfig    `yaml:"verify"`
-	Mint            *mintConfig     `yaml:"mint"`
-	Log             logConfig       `yaml:"log"`
-	Routes          []routeConfig   `yaml:"routes"`
-	Unmatched       *Action         `yaml:"unmatched"`
-	RateLimit       rateLimitConfig `yaml:"rate_limit"`
+	Listen          *string          `yaml:"listen"`
+	AdminListen     *string          `yaml:"admin_listen"`
+	HealthPath      *string          `yaml:"health_path"`
+	ShutdownTimeout *Duration        `yaml:"shutdown_timeout"`
+	TrustedProxies  []Prefix         `yaml:"trusted_proxies"`
+	Upstream        upstreamConfig   `yaml:"upstream"`
+	Verify          verifyConfig     `yaml:"verify"`
+	Mint            *mintConfig      `yaml:"mint"`
+	Log             logConfig        `yaml:"log"`
+	Routes          []routeConfig    `yaml:"routes"`
+	Unmatched       *unmatchedAction `yaml:"unmatched"`
+	RateLimit       rateLimitConfig  `yaml:"rate_limit"`
 }
 
 type upstreamConfig struct {
@@ -170,6 +170,24 @@ func (a *Action) unmarshalScalar(s string) error {
 		}
 	}
 	return fmt.Errorf("unknown action %q; want pass, rewrite or reject", s)
+}
+
+// unmatchedAction is `unmatched`: pass or reject (a request on no route
+// has no token to rewrite).
+type unmatchedAction Action
+
+func (a *unmatchedAction) unmarshalScalar(s string) error {
+	switch s {
+	case "pass":
+		*a = unmatchedAction(ActionPass)
+	case "reject":
+		*a = unmatchedAction(ActionReject)
+	case "rewrite":
+		return fmt.Errorf("rewrite needs a route's token; want pass or reject")
+	default:
+		return fmt.Errorf("unknown action %q; want pass or reject", s)
+	}
+	return nil
 }
 
 // Duration is a time.Duration written in Go syntax or with a `d` (days)

@@ -245,12 +245,7 @@ func (c *compiler) compile(fc *fileConfig) *Snapshot {
 	s.Minter = c.mint(fc.Mint)
 	s.Log = c.log(&fc.Log)
 	if fc.Unmatched != nil {
-		switch *fc.Unmatched {
-		case ActionPass, ActionReject:
-			s.Unmatched = *fc.Unmatched
-		default:
-			c.errf("unmatched", "must be pass or reject")
-		}
+		s.Unmatched = Action(*fc.Unmatched)
 	}
 	s.RateLimit = RateLimit{PerMinute: DefaultRatePerMinute, Burst: DefaultRateBurst}
 	if fc.RateLimit.PerMinute != nil {
