@@ -26,7 +26,7 @@ const (
 	FieldClass     = "class"
 	FieldAction    = "action"
 	FieldWould     = "would" // dry run: the action that would have applied
-	FieldStage     = "stage" // index into the class's stage list
+	FieldStage     = "stage" // index into the class's stage list: the stage in force
 	FieldReason    = "reason"
 	FieldUser      = "user" // per log.user_ids: plain, hashed, or absent
 	FieldSource    = "token_source"

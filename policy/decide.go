@@ -110,13 +110,13 @@ func (rt *Route) Evaluate(res rewrite.Result, origin string, now time.Time) Deci
 		Route: rt, Class: res.Class, Verified: res.Verified, User: res.Subject,
 		Expiry: res.Expiry, Reason: res.Reason,
 	}
+	idx, st := rt.Rules[res.Class].At(now)
+	d.Stage = idx // the stage in force, also when the origin rule overrides it
 	if res.Class == rewrite.ClassUUID && rt.Origins != nil && !rt.originAllowed(origin) {
-		d.Action, d.Reason, d.Stage = ActionReject, reasonOrigin, -1
+		d.Action, d.Reason = ActionReject, reasonOrigin
 		d.Rejection = rt.Codes[rewrite.ClassUUID]
 		return d
 	}
-	idx, st := rt.Rules[res.Class].At(now)
-	d.Stage = idx
 	act := st.Action
 	if st.Percent > 0 && rt.hash.bucket(res.Subject) >= st.Percent {
 		act = st.Otherwise

@@ -522,14 +522,14 @@ routes:
 		{"allowed, trailing slash", legacyUser, []string{appOrigin + "/"}, policy.ActionRewrite, "legacy uuid", 0},
 		{"allowed, host in upper case", legacyUser, []string{"https://APP.example.com"}, policy.ActionRewrite, "legacy uuid", 0},
 		{"second origin, normalised when loaded", legacyUser, []string{"https://admin.example.com:8443"}, policy.ActionRewrite, "legacy uuid", 0},
-		{"second origin without its port", legacyUser, []string{"https://admin.example.com"}, policy.ActionReject, "origin not allowed", -1},
-		{"other origin", legacyUser, []string{"https://evil.example.com"}, policy.ActionReject, "origin not allowed", -1},
-		{"other scheme", legacyUser, []string{"http://app.example.com"}, policy.ActionReject, "origin not allowed", -1},
-		{"other port", legacyUser, []string{"https://app.example.com:8443"}, policy.ActionReject, "origin not allowed", -1},
-		{"suffix of the allowed host", legacyUser, []string{"https://app.example.com.evil.net"}, policy.ActionReject, "origin not allowed", -1},
-		{"null origin", legacyUser, []string{"null"}, policy.ActionReject, "origin not allowed", -1},
-		{"no origin", legacyUser, nil, policy.ActionReject, "origin not allowed", -1},
-		{"empty origin", legacyUser, []string{""}, policy.ActionReject, "origin not allowed", -1},
+		{"second origin without its port", legacyUser, []string{"https://admin.example.com"}, policy.ActionReject, "origin not allowed", 0},
+		{"other origin", legacyUser, []string{"https://evil.example.com"}, policy.ActionReject, "origin not allowed", 0},
+		{"other scheme", legacyUser, []string{"http://app.example.com"}, policy.ActionReject, "origin not allowed", 0},
+		{"other port", legacyUser, []string{"https://app.example.com:8443"}, policy.ActionReject, "origin not allowed", 0},
+		{"suffix of the allowed host", legacyUser, []string{"https://app.example.com.evil.net"}, policy.ActionReject, "origin not allowed", 0},
+		{"null origin", legacyUser, []string{"null"}, policy.ActionReject, "origin not allowed", 0},
+		{"no origin", legacyUser, nil, policy.ActionReject, "origin not allowed", 0},
+		{"empty origin", legacyUser, []string{""}, policy.ActionReject, "origin not allowed", 0},
 		{"jwt from another origin passes", valid, []string{"https://evil.example.com"}, policy.ActionPass, "valid jwt", 0},
 		{"jwt without origin passes", valid, nil, policy.ActionPass, "valid jwt", 0},
 	}
@@ -585,6 +585,29 @@ routes:
 			t.Errorf("got %v %q, want reject %q", d.Action, d.Reason, "origin not allowed")
 		}
 	})
+}
+
+// TestDecideOriginRefusalStage: an origin refusal logs the stage in force
+// (the origin rule overrides its action, not the schedule).
+func TestDecideOriginRefusalStage(t *testing.T) {
+	s := parse(t, `upstream: {url: http://x}
+mint: {hs256_secret: `+testSecret+`}
+routes:
+  - name: pam-ws
+    match: {path: /api/v1/pam/ws, websocket: true}
+    legacy: {origins: ["https://app.example.com"]}
+    policy:
+      uuid:
+        - {until: 2026-03-01, action: rewrite}
+        - {until: 2026-09-01, action: rewrite}
+        - {action: reject}
+`)
+	r := upgrade("/api/v1/pam/ws?token=" + legacyUser)
+	r.Header.Set("Origin", "https://evil.example.com")
+	d := s.Decide(bg, r, true, stage0) // 2026-06-01: the second stage
+	if d.Action != policy.ActionReject || d.Reason != "origin not allowed" || d.Stage != 1 {
+		t.Errorf("got action %v reason %q stage %d, want reject \"origin not allowed\" at stage 1", d.Action, d.Reason, d.Stage)
+	}
 }
 
 // TestDecideRejections pins SPEC "Rejections": the default close code,
