@@ -72,6 +72,20 @@ func (rb *rawBackend) closeCh(path string) chan int {
 	return ch
 }
 
+// rawProxy starts a raw backend and a proxy (rawYAML) in front of it; both
+// are closed when t ends, the proxy first.
+func rawProxy(t *testing.T) (*rawBackend, *instance) {
+	t.Helper()
+	rb := newRawBackend(t)
+	t.Cleanup(rb.close)
+	in, err := startInstance(rawYAML, rawEnv(rb.url()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.close)
+	return rb, in
+}
+
 func (rb *rawBackend) close() {
 	rb.ln.Close()
 	rb.mu.Lock()
@@ -185,13 +199,7 @@ func rawEnv(up string) map[string]string { return map[string]string{"UP": up, "S
 // TestUpstreamFaults: upstreams that refuse, garble, close or cheat.
 func TestUpstreamFaults(t *testing.T) {
 	beginTest(t)
-	rb := newRawBackend(t)
-	defer rb.close()
-	in, err := startInstance(rawYAML, rawEnv(rb.url()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.close()
+	rb, in := rawProxy(t)
 	// An upstream port nobody listens on.
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "http://" + dead.Addr().String()

@@ -17,13 +17,7 @@ import (
 // header 10 s, relay write 10 s, upgrade 15 s) side by side.
 func TestSlow(t *testing.T) {
 	beginTest(t)
-	rb := newRawBackend(t)
-	defer rb.close()
-	in, err := startInstance(rawYAML, rawEnv(rb.url()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.close()
+	_, in := rawProxy(t)
 	runGroup(t, true, []tcase{
 		{
 			name:   "slowloris",
