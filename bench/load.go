@@ -159,12 +159,20 @@ type echoResult struct {
 	p50     time.Duration
 	p99     time.Duration
 	cpu     time.Duration // proxy process CPU over the window
+	sys     time.Duration // the part of cpu spent in the kernel
+	load    time.Duration // the load side's CPU over the window (see meter)
+}
+
+// measure records the CPU used between two samples.
+func (r *echoResult) measure(from, to cpuSample) {
+	d := to.proxy.sub(from.proxy)
+	r.cpu, r.sys, r.load = d.total(), d.sys, to.load-from.load
 }
 
 // echoRun opens conns connections to base, warms them up, then runs
 // closed-loop round trips of size-byte messages for dur, measuring the
-// proxy's CPU (pid, 0 for none) over exactly that window.
-func echoRun(ctx context.Context, base string, tk *tokens, conns, size int, warm, dur time.Duration, pid int, hooks windowHooks) (echoResult, error) {
+// proxy's and the load side's CPU (m) over exactly that window.
+func echoRun(ctx context.Context, base string, tk *tokens, conns, size int, warm, dur time.Duration, m meter, hooks windowHooks) (echoResult, error) {
 	var res echoResult
 	cls := make([]*client, conns)
 	var derr error
@@ -243,11 +251,11 @@ func echoRun(ctx context.Context, base string, tk *tokens, conns, size int, warm
 		return res, errors.New("errors during warm-up")
 	}
 	hooks.begin()
-	c0 := procCPU(pid)
+	c0 := m.sample()
 	t0 := time.Now()
 	n, lats := phase(dur, true)
 	res.elapsed = time.Since(t0)
-	res.cpu = procCPU(pid) - c0
+	res.measure(c0, m.sample())
 	hooks.end()
 	res.msgs, res.errs = n, errs.Load()
 	res.p50, res.p99 = percentiles(lats)
@@ -268,7 +276,7 @@ func percentiles(lats [][]time.Duration) (p50, p99 time.Duration) {
 
 // upgradeRun: conns goroutines, each in a closed loop: dial and upgrade
 // with a JWT, one 16-byte message and its echo, the closing handshake.
-func upgradeRun(ctx context.Context, base string, tk *tokens, conns int, dur time.Duration, pid int, hooks windowHooks) (echoResult, error) {
+func upgradeRun(ctx context.Context, base string, tk *tokens, conns int, dur time.Duration, m meter, hooks windowHooks) (echoResult, error) {
 	var res echoResult
 	var stop atomic.Bool
 	var ok, errs atomic.Int64
@@ -276,7 +284,7 @@ func upgradeRun(ctx context.Context, base string, tk *tokens, conns int, dur tim
 	lats := make([][]time.Duration, conns)
 	var wg sync.WaitGroup
 	hooks.begin()
-	c0 := procCPU(pid)
+	c0 := m.sample()
 	t0 := time.Now()
 	for i := range conns {
 		lats[i] = make([]time.Duration, 0, 1<<13)
@@ -310,7 +318,7 @@ func upgradeRun(ctx context.Context, base string, tk *tokens, conns int, dur tim
 	wg.Wait()
 	t.Stop()
 	res.elapsed = time.Since(t0)
-	res.cpu = procCPU(pid) - c0
+	res.measure(c0, m.sample())
 	hooks.end()
 	res.msgs, res.errs = ok.Load(), errs.Load()
 	res.p50, res.p99 = percentiles(lats)

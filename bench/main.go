@@ -230,12 +230,15 @@ func run() error {
 				return fmt.Errorf("go build ./cmd/authgate: %w\n%s", err, out)
 			}
 		}
-		addr, stopEcho, err := startEcho(e.self)
+		addr, echoPID, stopEcho, err := startEcho(e.self)
 		if err != nil {
 			return err
 		}
 		defer stopEcho()
 		e.backend = addr
+		if !e.profile {
+			e.loadPIDs = []int{os.Getpid(), echoPID}
+		}
 		tk, err := mintTokens(e.secret, cfg.tokens)
 		if err != nil {
 			return err

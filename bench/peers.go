@@ -51,7 +51,8 @@ type env struct {
 	taskset  string // taskset binary, "" when not installed
 	secret   string
 	profile  bool
-	seq      int // instances started, for unique file names
+	seq      int   // instances started, for unique file names
+	loadPIDs []int // the load side's processes, for meter
 }
 
 // pinned returns argv run on core cpu when taskset is available.
@@ -318,45 +319,76 @@ func childPID(pid int, d time.Duration) (int, error) {
 
 // startEcho runs the echo backend: this executable in role "echo",
 // inheriting the bench process's pinning to core 0.
-func startEcho(self string) (addr string, stop func(), err error) {
+func startEcho(self string) (addr string, pid int, stop func(), err error) {
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), roleEnv+"=echo")
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop = func() { cmd.Process.Kill(); cmd.Wait() }
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		stop()
-		return "", nil, fmt.Errorf("echo backend: %w", err)
+		return "", 0, nil, fmt.Errorf("echo backend: %w", err)
 	}
-	return strings.TrimSpace(line), stop, nil
+	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
 }
 
-// procCPU is utime+stime of pid from /proc/PID/stat (all threads, dead
-// ones included), at the kernel's 10 ms tick (USER_HZ 100).
-func procCPU(pid int) time.Duration {
+// cpuTimes is a process's CPU time: utime and stime from /proc/PID/stat
+// (all threads, dead ones included), at the kernel's 10 ms tick (USER_HZ
+// 100).
+type cpuTimes struct{ user, sys time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.user + c.sys }
+
+func (c cpuTimes) sub(d cpuTimes) cpuTimes { return cpuTimes{c.user - d.user, c.sys - d.sys} }
+
+func procCPU(pid int) cpuTimes {
 	if pid == 0 {
-		return 0
+		return cpuTimes{}
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return cpuTimes{}
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 13 {
-		return 0
+		return cpuTimes{}
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return cpuTimes{time.Duration(ut) * 10 * time.Millisecond, time.Duration(st) * 10 * time.Millisecond}
+}
+
+// meter samples the CPU of the proxy under test and of the load side: the
+// load generator (this process) and the echo backend, which share the
+// other core. The load side's CPU per operation shows what a proxy costs
+// the processes around it (for example, cross-core wake-ups and cache
+// misses on payloads another core wrote), which the proxy's own CPU does
+// not show.
+type meter struct {
+	proxy int   // 0: none (the direct path)
+	load  []int // empty: not measured (-profile runs authgate in-process)
+}
+
+type cpuSample struct {
+	proxy cpuTimes
+	load  time.Duration
+}
+
+func (m meter) sample() cpuSample {
+	s := cpuSample{proxy: procCPU(m.proxy)}
+	for _, pid := range m.load {
+		s.load += procCPU(pid).total()
+	}
+	return s
 }
 
 // procRSS is VmRSS of pid in KiB, from /proc/PID/status.

@@ -97,13 +97,13 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 					var er echoResult
 					var err error
 					if t.size == 0 {
-						er, err = upgradeRun(ctx, p.base, tk, cfg.upConns, cfg.dur, p.pid, hooks)
+						er, err = upgradeRun(ctx, p.base, tk, cfg.upConns, cfg.dur, meter{p.pid, e.loadPIDs}, hooks)
 					} else {
 						conns := cfg.smallConns
 						if t.size > 4096 {
 							conns = cfg.largeConns
 						}
-						er, err = echoRun(ctx, p.base, tk, conns, t.size, cfg.warm, cfg.dur, p.pid, hooks)
+						er, err = echoRun(ctx, p.base, tk, conns, t.size, cfg.warm, cfg.dur, meter{p.pid, e.loadPIDs}, hooks)
 					}
 					if err != nil {
 						return fmt.Errorf("%s via %s (run %d): %w", t.name, name, r+1, err)
@@ -134,7 +134,7 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 				}
 				// Warm up: a few connection lifetimes and echoes, so the
 				// "before" figure is a running proxy's, not a cold one's.
-				_, err = echoRun(ctx, p.base, tk, 32, 64, 200*time.Millisecond, 300*time.Millisecond, 0, noHooks())
+				_, err = echoRun(ctx, p.base, tk, 32, 64, 200*time.Millisecond, 300*time.Millisecond, meter{}, noHooks())
 				time.Sleep(500 * time.Millisecond)
 				rest := time.Duration(0)
 				if name == "authgate" || name == "baseline" {
@@ -191,7 +191,7 @@ func (r *results) rows(cfg config) []row {
 			if proxiesOnly && p == "direct" {
 				continue
 			}
-			if m, ok := med(test, p, f); ok {
+			if m, ok := med(test, p, f); ok && !math.IsNaN(m) {
 				rw.v[p] = m
 			}
 		}
@@ -205,6 +205,27 @@ func (r *results) rows(cfg config) []row {
 		}
 		return us(e.cpu) / float64(e.msgs)
 	}
+	kernel := func(e echoResult) float64 {
+		if e.cpu == 0 {
+			return math.NaN()
+		}
+		return 100 * float64(e.sys) / float64(e.cpu)
+	}
+	// loadPer is NaN when the load side was not measured, which drops it
+	// from the row.
+	loadPer := func(e echoResult) float64 {
+		if e.msgs == 0 || e.load == 0 {
+			return math.NaN()
+		}
+		return us(e.load) / float64(e.msgs)
+	}
+	cpuRows := func(test, per string) []row {
+		rs := []row{metric(test, "", "CPU/"+per+" us", true, cpuPer), metric(test, "", "  kernel %", true, kernel)}
+		if l := metric(test, "", "load CPU/"+per+" us", false, loadPer); len(l.v) > 0 {
+			rs = append(rs, l)
+		}
+		return rs
+	}
 	for _, t := range loadTests {
 		if r.echo[t.name] == nil {
 			continue
@@ -213,8 +234,9 @@ func (r *results) rows(cfg config) []row {
 			label := fmt.Sprintf("upgrade x%d", cfg.upConns)
 			a := metric(t.name, label, "upgrades/s", false, rate)
 			a.bar = barRatio(a, "nginx", ">=", 0.95)
-			rows = append(rows, a,
-				metric(t.name, "", "CPU/upgrade us", true, cpuPer),
+			rows = append(rows, a)
+			rows = append(rows, cpuRows(t.name, "upgrade")...)
+			rows = append(rows,
 				metric(t.name, "", "p50 ms", false, func(e echoResult) float64 { return us(e.p50) / 1e3 }),
 				metric(t.name, "", "p99 ms", false, func(e echoResult) float64 { return us(e.p99) / 1e3 }),
 				metric(t.name, "", "errors", false, func(e echoResult) float64 { return float64(e.errs) }),
@@ -228,19 +250,19 @@ func (r *results) rows(cfg config) []row {
 		label := fmt.Sprintf("%s x%d", t.label, conns)
 		msgs := metric(t.name, label, "msgs/s", false, rate)
 		mbs := metric(t.name, "", "MB/s", false, func(e echoResult) float64 { return rate(e) * float64(t.size) / 1e6 })
-		cpu := metric(t.name, "", "CPU/msg us", true, cpuPer)
+		cpus := cpuRows(t.name, "msg")
+		cpu := &cpus[0]
 		if t.size == 64 {
 			msgs.bar = barRatio(msgs, "nginx", ">=", 1.0)
-			cpu.bar = barRatio(cpu, "nginx", "<=", 1.0)
+			cpu.bar = barRatio(*cpu, "nginx", "<=", 1.0)
 		} else {
 			msgs.bar = barRatio(msgs, "nginx", ">=", 2.0) + "; " + barRatio(msgs, "direct", ">=", 0.85)
 		}
 		rows = append(rows, msgs, mbs,
 			metric(t.name, "", "p50 us", false, func(e echoResult) float64 { return us(e.p50) }),
-			metric(t.name, "", "p99 us", false, func(e echoResult) float64 { return us(e.p99) }),
-			cpu,
-			metric(t.name, "", "errors", false, func(e echoResult) float64 { return float64(e.errs) }),
-		)
+			metric(t.name, "", "p99 us", false, func(e echoResult) float64 { return us(e.p99) }))
+		rows = append(rows, cpus...)
+		rows = append(rows, metric(t.name, "", "errors", false, func(e echoResult) float64 { return float64(e.errs) }))
 	}
 	if len(r.idle) > 0 {
 		n := 0
