@@ -354,7 +354,7 @@ func num(v float64, ok bool) string {
 func ratio(rw row, peer string) string {
 	a, ok1 := rw.v["authgate"]
 	b, ok2 := rw.v[peer]
-	if !ok1 || !ok2 || b == 0 || math.IsNaN(a) || math.IsNaN(b) || strings.HasPrefix(rw.metric, "errors") {
+	if !ok1 || !ok2 || b == 0 || math.IsNaN(a) || math.IsNaN(b) || strings.HasPrefix(rw.metric, "errors") || strings.Contains(rw.metric, "kernel %") {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
