@@ -363,7 +363,9 @@ func ratio(rw row, peer string) string {
 func (r *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\nMedians of %d run(s). msgs/s and MB/s count round trips (payload one way); latency is one\n", cfg.runs)
 	fmt.Fprintf(w, "round trip; CPU is the proxy process's utime+stime (/proc/PID/stat) over the measured window\n")
-	fmt.Fprintf(w, "divided by operations; ratio columns are authgate/nginx and authgate/direct")
+	fmt.Fprintf(w, "divided by operations, kernel %% its stime share; load CPU is the same for the load generator\n")
+	fmt.Fprintf(w, "and the echo backend together (core 0), which bounds throughput when core 0 is saturated;\n")
+	fmt.Fprintf(w, "ratio columns are authgate/nginx and authgate/direct")
 	base := cfg.baseline != ""
 	if base {
 		fmt.Fprintf(w, ",\nand authgate/baseline (baseline: %s)", cfg.baseline)
