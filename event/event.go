@@ -21,6 +21,7 @@ const (
 	FieldLevel     = "level"
 	FieldMessage   = "message"
 	FieldEvent     = "event"
+	FieldInstance  = "instance" // RENDER_INSTANCE_ID, else the host name; absent in older logs
 	FieldRoute     = "route"
 	FieldTransport = "transport" // "websocket" | "http"
 	FieldClass     = "class"
@@ -44,7 +45,7 @@ const (
 	FieldBytesOut   = "bytes_out"
 	FieldClosedBy   = "closed_by" // "client" | "upstream" | "authgate"
 
-	FieldResult = "result" // config: "loaded" | "reloaded" | "rejected"
+	FieldResult = "result" // config: "loaded" | "reloaded" | "unchanged" | "rejected"
 	FieldError  = "error"
 )
 
