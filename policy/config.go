@@ -21,7 +21,7 @@ type fileConfig struct {
 	AdminListen     *string          `yaml:"admin_listen"`
 	HealthPath      *string          `yaml:"health_path"`
 	ShutdownTimeout *Duration        `yaml:"shutdown_timeout"`
-	TrustedProxies  []Prefix         `yaml:"trusted_proxies"`
+	TrustedProxies  []trustedEntry   `yaml:"trusted_proxies"`
 	Upstream        upstreamConfig   `yaml:"upstream"`
 	Verify          verifyConfig     `yaml:"verify"`
 	Mint            *mintConfig      `yaml:"mint"`
@@ -32,9 +32,13 @@ type fileConfig struct {
 }
 
 type upstreamConfig struct {
-	URL         string    `yaml:"url"`
-	HostHeader  *string   `yaml:"host_header"`
-	DialTimeout *Duration `yaml:"dial_timeout"`
+	URL             string    `yaml:"url"`
+	HostHeader      *string   `yaml:"host_header"`
+	DialTimeout     *Duration `yaml:"dial_timeout"`
+	UpgradeTimeout  *Duration `yaml:"upgrade_timeout"`
+	ResponseTimeout *Duration `yaml:"response_timeout"`
+	WriteTimeout    *Duration `yaml:"write_timeout"`
+	CAFile          string    `yaml:"ca_file"`
 }
 
 type verifyConfig struct {
@@ -260,20 +264,28 @@ func ParseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("bad time %q; write 2025-08-16 (midnight UTC) or 2025-08-16T09:00:00Z", s)
 }
 
-// Prefix is a CIDR, or a single address meaning just that address.
-type Prefix netip.Prefix
+// trustedEntry is one entry of trusted_proxies: a CIDR, a single address
+// (meaning just that address), or the name of a compiled-in set.
+type trustedEntry struct {
+	set  string // a key of namedSets, or ""
+	cidr netip.Prefix
+}
 
-func (p *Prefix) unmarshalScalar(s string) error {
+func (p *trustedEntry) unmarshalScalar(s string) error {
+	if _, ok := namedSets[s]; ok {
+		p.set = s
+		return nil
+	}
 	if v, err := netip.ParsePrefix(s); err == nil {
 		if v != v.Masked() {
 			return fmt.Errorf("CIDR %q has host bits set; did you mean %s?", s, v.Masked())
 		}
-		*p = Prefix(v)
+		p.cidr = v
 		return nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		*p = Prefix(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		p.cidr = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		return nil
 	}
-	return errors.New("bad CIDR " + strconv.Quote(s) + "; write 10.0.0.0/8, 2001:db8::/32 or a single address")
+	return errors.New("bad entry " + strconv.Quote(s) + "; write a CIDR (10.0.0.0/8, 2001:db8::/32), a single address, or a named set: " + setNames())
 }

@@ -29,9 +29,13 @@ type Description struct {
 
 // UpstreamDesc describes the upstream.
 type UpstreamDesc struct {
-	URL         string `json:"url"`
-	HostHeader  string `json:"host_header"`
-	DialTimeout string `json:"dial_timeout"`
+	URL             string `json:"url"`
+	HostHeader      string `json:"host_header"`
+	DialTimeout     string `json:"dial_timeout"`
+	UpgradeTimeout  string `json:"upgrade_timeout"`
+	ResponseTimeout string `json:"response_timeout"`
+	WriteTimeout    string `json:"write_timeout"`
+	CAFile          string `json:"ca_file,omitempty"`
 }
 
 // VerifyDesc describes JWT verification; the secret is shown as set or not.

@@ -33,8 +33,9 @@ func (p Problem) String() string {
 // Error is every problem that made a configuration invalid, in file order.
 type Error struct {
 	Problems []Problem
-	// Hash is the SHA-256 of the file's bytes when it could be read, so
-	// a reloader can tell a file it already rejected from a new attempt.
+	// Hash is the SHA-256 of the file's bytes (and of the files it names)
+	// when it could be read, so a reloader can tell a file it already
+	// rejected from a new attempt.
 	Hash [32]byte
 }
 

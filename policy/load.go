@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -31,13 +33,22 @@ const (
 	DefaultHealthPath      = "/healthz"
 	DefaultShutdownTimeout = 25 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
-	DefaultLeeway          = 30 * time.Second
-	DefaultMintTTL         = 5 * time.Minute
-	DefaultMintIssuer      = "authgate"
-	DefaultAudience        = "authenticated"
-	DefaultRatePerMinute   = 30
-	DefaultRateBurst       = 10
-	maxMintTTL             = 24 * time.Hour
+	// DefaultUpgradeTimeout and DefaultResponseTimeout are long enough
+	// for a backend waking from a cold start: Render spins a free service
+	// down after 15 idle minutes, and the next request waits 30-90 s
+	// while it boots (Cloudflare in front gives up at 100 s).
+	DefaultUpgradeTimeout  = 90 * time.Second
+	DefaultResponseTimeout = 90 * time.Second
+	// DefaultWriteTimeout bounds each write of a relayed WebSocket to a
+	// peer that stopped reading.
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultLeeway        = 30 * time.Second
+	DefaultMintTTL       = 5 * time.Minute
+	DefaultMintIssuer    = "authgate"
+	DefaultAudience      = "authenticated"
+	DefaultRatePerMinute = 30
+	DefaultRateBurst     = 10
+	maxMintTTL           = 24 * time.Hour
 )
 
 // DefaultAlgorithms is verify.algorithms when not written.
@@ -110,8 +121,12 @@ func Parse(name string, data []byte, opt Options) (*Snapshot, error) {
 	d.decode(root.Content[0], "", reflectValueOf(&fc))
 	c := &compiler{decoder: d, opt: opt, dir: filepath.Dir(name)}
 	s := c.compile(&fc)
+	hash = contentHash(data, c.files)
 	s.File = name
 	s.Hash = hash
+	for _, f := range c.files {
+		s.Files = append(s.Files, f.path)
+	}
 	if len(d.probs) > 0 {
 		sortProblems(d.probs)
 		return nil, &Error{Problems: d.probs, Hash: hash}
@@ -178,6 +193,34 @@ type compiler struct {
 	opt      Options
 	dir      string
 	warnings []Problem
+	files    []namedFile // the files the config names, as read
+}
+
+type namedFile struct {
+	path string
+	data []byte
+	err  error
+}
+
+// contentHash is the SHA-256 of the config's bytes and of every file it
+// names (path, then content or read error), so a reload sees a rotated
+// key file as a change even when config.yaml is untouched.
+func contentHash(data []byte, files []namedFile) [sha256.Size]byte {
+	if len(files) == 0 {
+		return sha256.Sum256(data)
+	}
+	h := sha256.New()
+	h.Write(data)
+	for _, f := range files {
+		fmt.Fprintf(h, "\x00%s\x00%d\x00", f.path, len(f.data))
+		h.Write(f.data)
+		if f.err != nil {
+			fmt.Fprintf(h, "\x00%v", unwrapPathError(f.err))
+		}
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // errf records a semantic problem at path, unless path or a key above it
@@ -238,7 +281,13 @@ func (c *compiler) compile(fc *fileConfig) *Snapshot {
 		c.errf("shutdown_timeout", "must be positive, like 25s")
 	}
 	for _, p := range fc.TrustedProxies {
-		s.TrustedProxies = append(s.TrustedProxies, netip.Prefix(p))
+		if p.set != "" {
+			s.TrustedProxies = append(s.TrustedProxies, namedSets[p.set]...)
+			s.TrustedNames = append(s.TrustedNames, p.set)
+		} else {
+			s.TrustedProxies = append(s.TrustedProxies, p.cidr)
+			s.TrustedNames = append(s.TrustedNames, p.cidr.String())
+		}
 	}
 	s.Upstream = c.upstream(&fc.Upstream)
 	s.Verifier, s.JWKSURL = c.verify(&fc.Verify)
@@ -276,6 +325,9 @@ func (c *compiler) compile(fc *fileConfig) *Snapshot {
 	if len(fc.Routes) == 0 {
 		c.warnf("routes", "no routes: every request is proxied unchecked (unmatched: %s)", s.Unmatched)
 	}
+	if s.RateLimit.PerMinute > 0 && len(s.TrustedProxies) == 0 {
+		c.warnf("trusted_proxies", "empty while rate_limit is on: behind a proxy (Render, a load balancer) every client shares the proxy's address, one client_ip and one rate-limit bucket; on Render write [private, cloudflare]")
+	}
 	return s
 }
 
@@ -291,7 +343,13 @@ func (c *compiler) checkAddr(path, addr string) {
 }
 
 func (c *compiler) upstream(u *upstreamConfig) Upstream {
-	up := Upstream{HostHeader: strOr(u.HostHeader, HostUpstream), DialTimeout: durOr(u.DialTimeout, DefaultDialTimeout)}
+	up := Upstream{
+		HostHeader:      strOr(u.HostHeader, HostUpstream),
+		DialTimeout:     durOr(u.DialTimeout, DefaultDialTimeout),
+		UpgradeTimeout:  durOr(u.UpgradeTimeout, DefaultUpgradeTimeout),
+		ResponseTimeout: durOr(u.ResponseTimeout, DefaultResponseTimeout),
+		WriteTimeout:    durOr(u.WriteTimeout, DefaultWriteTimeout),
+	}
 	if u.URL == "" {
 		c.errf("upstream.url", "required: the backend's base URL, like https://api.example.com or ${UPSTREAM_URL}")
 	} else if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -309,10 +367,76 @@ func (c *compiler) upstream(u *upstreamConfig) Upstream {
 			c.errf("upstream.host_header", "want upstream, client or a host name, got %q", h)
 		}
 	}
-	if up.DialTimeout <= 0 {
-		c.errf("upstream.dial_timeout", "must be positive, like 5s")
+	for _, t := range []struct {
+		key     string
+		d       time.Duration
+		example string
+	}{
+		{"dial_timeout", up.DialTimeout, "5s"},
+		{"upgrade_timeout", up.UpgradeTimeout, "90s (a cold start can take that long)"},
+		{"response_timeout", up.ResponseTimeout, "90s (a cold start can take that long)"},
+		{"write_timeout", up.WriteTimeout, "10s"},
+	} {
+		if t.d <= 0 {
+			c.errf("upstream."+t.key, "must be positive, like %s", t.example)
+		}
+	}
+	if u.CAFile != "" {
+		up.CAFile = u.CAFile
+		if !filepath.IsAbs(up.CAFile) {
+			up.CAFile = filepath.Join(c.dir, up.CAFile)
+		}
+		up.RootCAs = c.caPool(up.CAFile)
+		if up.URL != nil && up.URL.Scheme != "https" {
+			c.warnf("upstream.ca_file", "set, but upstream.url is %s: the CA is used only for https upstreams", up.URL.Scheme)
+		}
 	}
 	return up
+}
+
+// caPool reads the PEM bundle at path and returns the system roots plus
+// its certificates (SPEC: system roots plus upstream.ca_file).
+func (c *compiler) caPool(path string) *x509.CertPool {
+	data, err := c.readFile(path)
+	if err != nil {
+		c.errf("upstream.ca_file", "cannot read %s: %v", path, unwrapPathError(err))
+		return nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			c.errf("upstream.ca_file", "%s: certificate %d: %v", path, n+1, err)
+			return nil
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		c.errf("upstream.ca_file", "%s holds no PEM certificate (want -----BEGIN CERTIFICATE----- blocks)", path)
+		return nil
+	}
+	return pool
+}
+
+// readFile reads a file the config names and records it, so that its
+// content is part of the snapshot's hash and the file is watched.
+func (c *compiler) readFile(path string) ([]byte, error) {
+	data, err := c.opt.ReadFile(path)
+	c.files = append(c.files, namedFile{path: path, data: data, err: err})
+	return data, err
 }
 
 func (c *compiler) verify(v *verifyConfig) (*rewrite.Verifier, string) {
@@ -422,7 +546,7 @@ func (c *compiler) mint(m *mintConfig) *rewrite.Minter {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(c.dir, p)
 		}
-		data, err := c.opt.ReadFile(p)
+		data, err := c.readFile(p)
 		if err != nil {
 			c.errf("mint.private_key_file", "cannot read %s: %v", p, unwrapPathError(err))
 			return nil
@@ -698,12 +822,12 @@ func (c *compiler) describe(s *Snapshot, fc *fileConfig) Description {
 		File: s.File, Listen: s.Listen, AdminListen: s.AdminListen, HealthPath: s.HealthPath,
 		ShutdownTimeout: FormatDuration(s.ShutdownTimeout), Unmatched: s.Unmatched.String(), RateLimit: s.RateLimit,
 		TrustedProxies: []string{},
-		Upstream:       UpstreamDesc{URL: s.Upstream.URL.String(), HostHeader: s.Upstream.HostHeader, DialTimeout: FormatDuration(s.Upstream.DialTimeout)},
-		Log:            LogDesc{Level: s.Log.Level, Format: s.Log.Format, UserIDs: s.Log.UserIDs, HashKeySet: len(s.Log.HashKey) > 0},
+		Upstream: UpstreamDesc{URL: s.Upstream.URL.String(), HostHeader: s.Upstream.HostHeader, DialTimeout: FormatDuration(s.Upstream.DialTimeout),
+			UpgradeTimeout: FormatDuration(s.Upstream.UpgradeTimeout), ResponseTimeout: FormatDuration(s.Upstream.ResponseTimeout),
+			WriteTimeout: FormatDuration(s.Upstream.WriteTimeout), CAFile: s.Upstream.CAFile},
+		Log: LogDesc{Level: s.Log.Level, Format: s.Log.Format, UserIDs: s.Log.UserIDs, HashKeySet: len(s.Log.HashKey) > 0},
 	}
-	for _, p := range s.TrustedProxies {
-		d.TrustedProxies = append(d.TrustedProxies, p.String())
-	}
+	d.TrustedProxies = append(d.TrustedProxies, s.TrustedNames...)
 	vc := s.Verifier.Config()
 	d.Verify = VerifyDesc{HS256Secret: len(vc.HS256Secret) > 0, JWKSURL: s.JWKSURL, Algorithms: vc.Algorithms, Issuer: vc.Issuer, Audience: vc.Audience, Leeway: FormatDuration(vc.Leeway)}
 	if s.Minter != nil {

@@ -48,7 +48,10 @@ func TestLoadExampleConfig(t *testing.T) {
 			{"AdminListen", s.AdminListen, "127.0.0.1:9091"},
 			{"HealthPath", s.HealthPath, "/healthz"},
 			{"ShutdownTimeout", s.ShutdownTimeout, 25 * time.Second},
-			{"TrustedProxies", len(s.TrustedProxies), 0},
+			{"TrustedProxies", strings.Join(s.TrustedNames, ","), "private,cloudflare"},
+			{"Upstream.UpgradeTimeout", s.Upstream.UpgradeTimeout, 90 * time.Second},
+			{"Upstream.ResponseTimeout", s.Upstream.ResponseTimeout, 90 * time.Second},
+			{"Upstream.WriteTimeout", s.Upstream.WriteTimeout, 10 * time.Second},
 			{"Upstream.URL", s.Upstream.URL.String(), testUpstream},
 			{"Upstream.HostHeader", s.Upstream.HostHeader, policy.HostUpstream},
 			{"Upstream.DialTimeout", s.Upstream.DialTimeout, 5 * time.Second},
@@ -356,10 +359,30 @@ func TestLoadWarnings(t *testing.T) {
 			text: "upstream: {url: http://x}\nverify:\n  hs256_secret: " + testSecret + "\n  algorithms: [ES256]\nroutes: [{name: a, match: {path: /a}}]\n",
 			want: []string{"test.yaml:4: verify.algorithms: asymmetric algorithms are allowed but verify.jwks_url is not set: such tokens will be jwt_invalid"},
 		},
+		{
+			// Issue 13: behind Render's proxy with nothing trusted, one
+			// looping client's rejections lock every other client out.
+			name: "rate limit on, nothing trusted",
+			text: "upstream: {url: http://x}\nverify: {hs256_secret: " + testSecret + "}\nroutes: [{name: a, match: {path: /a}}]\nrate_limit: {per_minute: 30}\n",
+			want: []string{"test.yaml: trusted_proxies: empty while rate_limit is on: behind a proxy (Render, a load balancer) every client shares the proxy's address, one client_ip and one rate-limit bucket; on Render write [private, cloudflare]"},
+		},
+		{
+			name: "rate limit off, nothing trusted",
+			text: "upstream: {url: http://x}\nverify: {hs256_secret: " + testSecret + "}\nroutes: [{name: a, match: {path: /a}}]\nrate_limit: {per_minute: 0}\n",
+		},
+		{
+			name: "ca_file on a plain http upstream",
+			text: "upstream: {url: http://x, ca_file: testdata/ca.pem}\nverify: {hs256_secret: " + testSecret + "}\nroutes: [{name: a, match: {path: /a}}]\ntrusted_proxies: [private]\n",
+			want: []string{"test.yaml:1: upstream.ca_file: set, but upstream.url is http: the CA is used only for https upstreams"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := policy.Parse("test.yaml", []byte(tt.text), policy.Options{LookupEnv: env(nil)})
+			text := tt.text
+			if !strings.Contains(text, "rate_limit") && !strings.Contains(text, "trusted_proxies") {
+				text += "trusted_proxies: [private]\n" // keeps the warning above out of the other cases
+			}
+			s, err := policy.Parse("test.yaml", []byte(text), policy.Options{LookupEnv: env(nil)})
 			if err != nil {
 				t.Fatalf("got error %v, want warnings only", err)
 			}
@@ -559,6 +582,120 @@ routes:
 			t.Errorf("stage 1: got %v, want %v", st[1].Until, want)
 		}
 	})
+}
+
+func TestLoadTrustedProxiesNamedSets(t *testing.T) {
+	s := parse(t, "upstream: {url: http://x}\ntrusted_proxies: [private, cloudflare, 198.51.100.0/24]\n")
+	if got, want := strings.Join(s.TrustedNames, " "), "private cloudflare 198.51.100.0/24"; got != want {
+		t.Errorf("TrustedNames: got %q, want %q", got, want)
+	}
+	in := func(a string) bool {
+		for _, p := range s.TrustedProxies {
+			if p.Contains(netip.MustParseAddr(a)) {
+				return true
+			}
+		}
+		return false
+	}
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"10.214.0.7", true},        // Render's proxy: RFC 1918
+		{"172.31.255.1", true},      // RFC 1918
+		{"192.168.1.1", true},       // RFC 1918
+		{"100.64.3.4", true},        // RFC 6598
+		{"127.0.0.1", true},         // loopback
+		{"169.254.1.1", true},       // link-local
+		{"fd12::1", true},           // RFC 4193
+		{"fe80::1", true},           // link-local
+		{"::1", true},               // loopback
+		{"172.70.42.7", true},       // Cloudflare 172.64.0.0/13
+		{"104.23.255.1", true},      // Cloudflare 104.16.0.0/13
+		{"2606:4700::6810:1", true}, // Cloudflare v6
+		{"198.51.100.9", true},      // the CIDR
+		{"203.0.113.5", false},      // a browser
+		{"8.8.8.8", false},          // not Cloudflare
+		{"172.32.0.1", false},       // just past 172.16.0.0/12
+		{"2001:db8::1", false},
+	}
+	for _, tt := range tests {
+		if got := in(tt.addr); got != tt.want {
+			t.Errorf("%s trusted: got %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+	if d := s.Description(time.Now()); !slices.Equal(d.TrustedProxies, []string{"private", "cloudflare", "198.51.100.0/24"}) {
+		t.Errorf("/policy trusted_proxies: got %q, want the entries as written", d.TrustedProxies)
+	}
+}
+
+func TestLoadCAFile(t *testing.T) {
+	s, err := policy.Load("testdata/ca.yaml", policy.Options{LookupEnv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("testdata/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	ca, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Upstream.RootCAs == nil {
+		t.Fatal("RootCAs nil, want the system roots plus ca.pem")
+	}
+	if _, err := ca.Verify(x509.VerifyOptions{Roots: s.Upstream.RootCAs}); err != nil {
+		t.Errorf("ca.pem does not verify against RootCAs: %v", err)
+	}
+	abs, _ := filepath.Abs("testdata/ca.pem")
+	if got, _ := filepath.Abs(s.Upstream.CAFile); got != abs {
+		t.Errorf("CAFile: got %q, want %q (relative to the config's directory)", s.Upstream.CAFile, abs)
+	}
+	if !slices.Contains(s.Files, s.Upstream.CAFile) {
+		t.Errorf("Files %q: want the CA file listed, so a reloader watches it", s.Files)
+	}
+}
+
+// TestLoadHashCoversNamedFiles pins issue 14: the snapshot's hash changes
+// when a file the config names changes, config.yaml untouched, so a
+// rotated mint key is not skipped as "unchanged".
+func TestLoadHashCoversNamedFiles(t *testing.T) {
+	files := map[string][]byte{"c.yaml": []byte("upstream: {url: http://x}\nmint: {private_key_file: k.pem, kid: k1}\n")}
+	key1, _ := os.ReadFile("testdata/bad/ec256.pem")
+	files["k.pem"] = key1
+	opt := policy.Options{LookupEnv: env(nil), ReadFile: func(p string) ([]byte, error) {
+		if b, ok := files[p]; ok {
+			return b, nil
+		}
+		return nil, os.ErrNotExist
+	}}
+	s1, err := policy.Load("c.yaml", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := policy.Load("c.yaml", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.Hash != s2.Hash {
+		t.Error("same content, different hashes")
+	}
+	files["k.pem"] = append(append([]byte{}, key1...), '\n')
+	s3, err := policy.Load("c.yaml", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.Hash == s1.Hash {
+		t.Error("key file changed, hash did not: a rotation would be skipped")
+	}
+	delete(files, "k.pem")
+	_, err = policy.Load("c.yaml", opt)
+	var pe *policy.Error
+	if !errors.As(err, &pe) || pe.Hash == s1.Hash || pe.Hash == ([32]byte{}) {
+		t.Errorf("key file gone: got %v (hash %x), want an error with a hash of its own", err, pe.Hash)
+	}
 }
 
 func TestLoadTrustedProxies(t *testing.T) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"hash/fnv"
 	"net/netip"
 	"net/url"
@@ -14,9 +15,13 @@ import (
 // immutable: readers share it freely, and a reload builds a new one.
 type Snapshot struct {
 	File string
-	// Hash is the SHA-256 of the file's bytes; a reload with the same
-	// hash is skipped.
+	// Hash is the SHA-256 of the file's bytes and of the files it names
+	// (Files); a file-watch reload with the same hash is skipped.
 	Hash [sha256.Size]byte
+	// Files are the files the config names (the mint key, the upstream
+	// CA), resolved against the config's directory. A reloader watches
+	// them as it watches the config.
+	Files []string
 	// Warnings are problems that do not make the config invalid.
 	Warnings []Problem
 
@@ -24,7 +29,10 @@ type Snapshot struct {
 	AdminListen     string // "" means no admin listener
 	HealthPath      string
 	ShutdownTimeout time.Duration
-	TrustedProxies  []netip.Prefix
+	// TrustedProxies are the CIDRs of trusted_proxies, named sets
+	// expanded; TrustedNames the entries as written (sets by name).
+	TrustedProxies []netip.Prefix
+	TrustedNames   []string
 
 	Upstream Upstream
 	Verifier *rewrite.Verifier
@@ -46,6 +54,17 @@ type Upstream struct {
 	// HostHeader is HostUpstream, HostClient, or a literal host.
 	HostHeader  string
 	DialTimeout time.Duration
+	// UpgradeTimeout bounds the wait for the upstream's answer to a
+	// WebSocket upgrade, ResponseTimeout the wait for an HTTP response
+	// head (not the body: streams may run long). WriteTimeout bounds each
+	// write of a relayed WebSocket to either peer.
+	UpgradeTimeout  time.Duration
+	ResponseTimeout time.Duration
+	WriteTimeout    time.Duration
+	// CAFile is upstream.ca_file ("" when not set); RootCAs the system
+	// roots plus its certificates, or nil for the system roots alone.
+	CAFile  string
+	RootCAs *x509.CertPool
 }
 
 // Host header modes.
