@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -34,7 +35,18 @@ func NewLogger(w io.Writer, format, level string) zerolog.Logger {
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str(event.FieldInstance, Instance()).Logger()
+}
+
+// Instance names this process in its log lines, so the merged logs of
+// several instances stay apart (Render's log view merges them):
+// RENDER_INSTANCE_ID when set, else the host name.
+func Instance() string {
+	if id := os.Getenv("RENDER_INSTANCE_ID"); id != "" {
+		return id
+	}
+	h, _ := os.Hostname()
+	return h
 }
 
 // userField renders a user id per log.user_ids: plain, an HMAC-SHA256

@@ -18,6 +18,7 @@ import (
 // prepareOutbound needs and what the WebSocket path logs at the end.
 type exchange struct {
 	snap      *policy.Snapshot
+	up        *upstreamClient // the upstream client in force when the request began
 	d         policy.Decision
 	websocket bool
 	forward   string // the token the upstream gets ("" = none or unchanged)
@@ -47,8 +48,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws := isWebSocketUpgrade(r)
-	x := &exchange{snap: snap, websocket: ws, requestID: requestID(r), start: time.Now()}
+	x := &exchange{snap: snap, up: s.ups.current(), websocket: ws, requestID: requestID(r), start: time.Now()}
 	x.clientIP, x.xff = clientIP(r, snap.TrustedProxies)
+	if _, ok := r.Header["X-Forwarded-For"]; ok && !s.xffWarned.Load() {
+		s.warnUntrustedProxy(r, snap)
+	}
 	now := s.now()
 	x.d = snap.Decide(r.Context(), r, ws, now)
 	d := &x.d
@@ -93,6 +97,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// warnUntrustedProxy logs, once per config, a request that carries
+// X-Forwarded-For from a private peer trusted_proxies does not name: the
+// shape of a platform proxy (Render's) left untrusted, under which every
+// client shares the proxy's address.
+func (s *Server) warnUntrustedProxy(r *http.Request, snap *policy.Snapshot) {
+	peer := peerAddr(r)
+	if !policy.IsPrivate(peer) || trusted(peer, snap.TrustedProxies) || !s.xffWarned.CompareAndSwap(false, true) {
+		return
+	}
+	s.log.Warn().Str(event.FieldEvent, event.Config).Str("peer", peer.String()).
+		Str("fix", "add the proxy to trusted_proxies (on Render: [private, cloudflare])").
+		Msg("X-Forwarded-For from untrusted private peer " + peer.String() + ": every client behind it shares one client_ip and one rate-limit bucket; add it to trusted_proxies (on Render: [private, cloudflare])")
 }
 
 // setForward decides the token the upstream gets: a freshly minted JWT

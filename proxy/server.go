@@ -26,8 +26,6 @@ const (
 	// MaxHeaderBytes bounds request headers: tokens are at most 8 KiB, and
 	// cookies and the rest fit easily in 64 KiB.
 	MaxHeaderBytes = 64 << 10
-	// upgradeTimeout bounds the upstream's answer to a WebSocket upgrade.
-	upgradeTimeout = 15 * time.Second
 )
 
 // Options configure a Server. The zero value logs nowhere and uses the
@@ -45,17 +43,18 @@ type Server struct {
 	log  zerolog.Logger
 	now  func() time.Time
 
-	transport *http.Transport
-	rp        *httputil.ReverseProxy
-	conns     registry
-	metrics   *metrics
-	limiter   *ipLimiter
-	expiry    expiryQueue
-	boundary  boundaryTimer
+	ups      upstreams
+	rp       *httputil.ReverseProxy
+	conns    registry
+	metrics  *metrics
+	limiter  *ipLimiter
+	expiry   expiryQueue
+	boundary boundaryTimer
 
-	draining atomic.Bool
-	mu       sync.Mutex
-	servers  []*http.Server
+	draining  atomic.Bool
+	xffWarned atomic.Bool // the untrusted-proxy warning was logged under this config
+	mu        sync.Mutex
+	servers   []*http.Server
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -71,23 +70,10 @@ func New(snap *policy.Snapshot, opt Options) *Server {
 	s.conns.init()
 	s.expiry.init(s.expire)
 	s.boundary.schedule(snap, s.now(), s.onBoundary)
-	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	s.transport = &http.Transport{
-		Proxy: nil, // authgate talks to its upstream directly
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, s.snap.Load().Upstream.DialTimeout)
-			defer cancel()
-			return dialer.DialContext(ctx, network, addr)
-		},
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
+	s.ups.configure(snap.Upstream)
 	s.rp = &httputil.ReverseProxy{
 		Rewrite:      s.rewriteHTTP,
-		Transport:    s.transport,
+		Transport:    &s.ups,
 		ErrorHandler: s.httpError,
 		// Streaming responses (SSE, long polls) flush at once.
 		FlushInterval: -1,
@@ -104,7 +90,9 @@ func (s *Server) Snapshot() *policy.Snapshot { return s.snap.Load() }
 // are decided again under snap (revoke_open), and the next stage boundary
 // is scheduled.
 func (s *Server) Swap(snap *policy.Snapshot) {
+	s.ups.configure(snap.Upstream)
 	s.snap.Store(snap)
+	s.xffWarned.Store(false)
 	s.limiter.configure(snap.RateLimit)
 	now := s.now()
 	s.revoke(snap, now, "policy reloaded")
@@ -166,7 +154,7 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	n := s.conns.closeAll(closeShutdown)
 	wsErr := s.conns.wait(ctx)
 	wg.Wait()
-	s.transport.CloseIdleConnections()
+	s.ups.closeIdle()
 	return n, errors.Join(append(errs, wsErr)...)
 }
 

@@ -118,7 +118,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 	facts := x.d.Facts()
 	facts.Subject = strings.Clone(facts.Subject)
 	conn := &wsConn{
-		relay:     relay.New(client, clientBuffered, up, upBuffered, relay.Options{Deflate: deflate}),
+		relay:     relay.New(client, clientBuffered, up, upBuffered, relay.Options{Deflate: deflate, WriteTimeout: x.snap.Upstream.WriteTimeout}),
 		route:     x.d.Route,
 		facts:     facts,
 		logCfg:    x.snap.Log,
@@ -182,9 +182,11 @@ func headerHasPrefixToken(h http.Header, key, prefix string) bool {
 	return false
 }
 
-// dialUpgrade connects to the upstream (TLS for https), sends the upgrade
-// and reads the response head, all bounded by dial_timeout and
-// upgradeTimeout.
+// dialUpgrade connects to the upstream (TLS for https, resuming a cached
+// session when it can), sends the upgrade and reads the response head,
+// bounded by upstream.dial_timeout (TCP and TLS handshake) and
+// upstream.upgrade_timeout (the answer: a backend waking from a cold
+// start takes a while).
 func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange) (net.Conn, *bufio.Reader, *http.Response, error) {
 	u := x.snap.Upstream.URL
 	addr := u.Host
@@ -202,7 +204,7 @@ func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange
 		err  error
 	)
 	if u.Scheme == "https" {
-		d := &tls.Dialer{NetDialer: &net.Dialer{KeepAliveConfig: upstreamKeepAlive}, Config: &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}}
+		d := &tls.Dialer{NetDialer: &net.Dialer{KeepAliveConfig: upstreamKeepAlive}, Config: x.up.tls}
 		conn, err = d.DialContext(dctx, "tcp", addr)
 	} else {
 		d := net.Dialer{KeepAliveConfig: upstreamKeepAlive}
@@ -211,7 +213,7 @@ func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange
 	if err != nil {
 		return nil, nil, nil, &upgradeError{"dial", err}
 	}
-	conn.SetDeadline(time.Now().Add(upgradeTimeout))
+	conn.SetDeadline(time.Now().Add(x.snap.Upstream.UpgradeTimeout))
 	// A client that gives up frees the upstream socket at once.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -349,8 +351,12 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, x *excha
 func (s *Server) logUpstreamError(r *http.Request, x *exchange, err error) policy.Rejection {
 	kind, rej := "unreachable", rejectBadGateway
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	var ce *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
 		kind, rej = "timeout", rejectGatewayTimeout
+	case errors.As(err, &ce):
+		kind = "tls" // the upstream's certificate did not verify; never a plaintext fallback
 	}
 	ev := s.log.Error().Str(event.FieldEvent, event.UpstreamError).Str(event.FieldRequestID, x.requestID).
 		Str(event.FieldPath, r.URL.Path).Str("kind", kind).Str(event.FieldError, sanitizeErr(err))
