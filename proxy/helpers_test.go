@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +63,9 @@ type testConfig struct {
 	UserIDs    string   // "" = plain
 	Unmatched  string   // "" = reject
 	RateLimit  string   // "" = {per_minute: 0} (off, so rejection-heavy tests are not throttled)
+	// UpstreamExtra are more upstream keys, one "key: value" per entry
+	// (ca_file, upgrade_timeout, ...).
+	UpstreamExtra []string
 }
 
 // standardRoutes cover every kind of route the tests drive.
@@ -121,6 +125,10 @@ func (c testConfig) yaml() string {
 	if rate == "" {
 		rate = "{per_minute: 0}"
 	}
+	var extra strings.Builder
+	for _, kv := range c.UpstreamExtra {
+		extra.WriteString("  " + kv + "\n")
+	}
 	var trusted []string
 	for _, p := range c.Trusted {
 		trusted = append(trusted, fmt.Sprintf("%q", p))
@@ -135,7 +143,7 @@ upstream:
   url: %q
   host_header: %q
   dial_timeout: 2s
-verify:
+%sverify:
   hs256_secret: "${AUTHGATE_TEST_SECRET}"
   algorithms: [HS256]
   audience: authenticated
@@ -150,7 +158,7 @@ log:
   hash_key: "${AUTHGATE_TEST_HASH_KEY}"
 unmatched: %s
 rate_limit: %s
-%s`, strings.Join(trusted, ", "), c.Upstream, hostHeader, userIDs, unmatched, rate, standardRoutes)
+%s`, strings.Join(trusted, ", "), c.Upstream, hostHeader, extra.String(), userIDs, unmatched, rate, standardRoutes)
 }
 
 // syncBuffer collects log lines written from many goroutines.
@@ -436,6 +444,10 @@ type seenRequest struct {
 	RequestURI string
 	Host       string
 	Header     http.Header
+	// TLS: the server name the client sent (SNI) and whether the
+	// handshake resumed a session; zero for plain connections.
+	ServerName string
+	DidResume  bool
 }
 
 // backend is an httptest upstream that records every request (and every
@@ -444,8 +456,9 @@ type seenRequest struct {
 type backend struct {
 	srv      *httptest.Server
 	url      string
-	raw      syncBuffer // every byte read from every connection
-	noRecord bool       // leave raw empty (benchmarks)
+	raw      syncBuffer  // every byte read from every connection
+	noRecord bool        // leave raw empty (benchmarks)
+	tls      *tls.Config // serve TLS with this config (withTLS)
 	hits     atomic.Int64
 
 	mu   sync.Mutex
@@ -464,6 +477,12 @@ type backendOption func(*backend)
 // withoutRecording keeps the backend from copying what it reads.
 func withoutRecording(b *backend) { b.noRecord = true }
 
+// withTLS serves https with cfg (its certificate from a test CA); the
+// raw bytes would be ciphertext, so nothing is recorded.
+func withTLS(cfg *tls.Config) backendOption {
+	return func(b *backend) { b.tls, b.noRecord = cfg, true }
+}
+
 func newBackend(t testing.TB, opts ...backendOption) *backend {
 	t.Helper()
 	b := &backend{upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
@@ -474,7 +493,12 @@ func newBackend(t testing.TB, opts ...backendOption) *backend {
 	if !b.noRecord {
 		b.srv.Listener = &recordingListener{Listener: b.srv.Listener, rec: &b.raw}
 	}
-	b.srv.Start()
+	if b.tls != nil {
+		b.srv.TLS = b.tls
+		b.srv.StartTLS()
+	} else {
+		b.srv.Start()
+	}
 	b.url = b.srv.URL
 	t.Cleanup(b.srv.Close)
 	return b
@@ -483,7 +507,11 @@ func newBackend(t testing.TB, opts ...backendOption) *backend {
 func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	b.hits.Add(1)
 	b.mu.Lock()
-	b.reqs = append(b.reqs, seenRequest{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()})
+	seen := seenRequest{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()}
+	if r.TLS != nil {
+		seen.ServerName, seen.DidResume = r.TLS.ServerName, r.TLS.DidResume
+	}
+	b.reqs = append(b.reqs, seen)
 	b.mu.Unlock()
 	if b.onRequest != nil && b.onRequest(w, r) {
 		return
