@@ -177,6 +177,7 @@ admin_listen: ""
 upstream:
   url: "${UP}"
   dial_timeout: 1s
+  upgrade_timeout: 3s
 verify:
   hs256_secret: "${SECRET}"
 rate_limit: {per_minute: 0}
