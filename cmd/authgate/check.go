@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +68,18 @@ func summary(s *policy.Snapshot, now time.Time) string {
 		b.WriteString("; JWTs verified with the JWKS")
 	default:
 		b.WriteString("; JWTs NOT verified (no key)")
+	}
+	fmt.Fprintf(&b, "; the upstream gets %s to answer an upgrade and %s for a response head", d.Upstream.UpgradeTimeout, d.Upstream.ResponseTimeout)
+	if d.Upstream.CAFile != "" {
+		fmt.Fprintf(&b, ", its certificate verified with the system roots plus %s", d.Upstream.CAFile)
+	}
+	if len(s.TrustedNames) == 0 {
+		b.WriteString("; client_ip is the peer's address (no trusted_proxies)")
+	} else {
+		fmt.Fprintf(&b, "; client_ip read from X-Forwarded-For past trusted proxies %s", strings.Join(s.TrustedNames, ", "))
+		if slices.Contains(s.TrustedNames, "cloudflare") {
+			fmt.Fprintf(&b, " (Cloudflare's ranges as published on %s)", policy.CloudflareRangesDate)
+		}
 	}
 	if d.Mint != nil {
 		fmt.Fprintf(&b, "; legacy UUIDs rewritten to %s JWTs valid %s", d.Mint.Algorithm, d.Mint.TTL)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"authgate/policy"
 )
 
 func TestMain(m *testing.M) {
@@ -58,10 +60,25 @@ func TestCheck(t *testing.T) {
 		if code != 0 || !strings.HasPrefix(out, "ok\n") {
 			t.Fatalf("check config.yaml: got exit %d, stdout %q, stderr %q; want exit 0 and ok", code, out, errOut)
 		}
-		for _, want := range []string{"pam-ws", "api", "stage 0"} {
+		for _, want := range []string{"pam-ws", "api", "stage 0", "trusted proxies private, cloudflare",
+			"Cloudflare's ranges as published on " + policy.CloudflareRangesDate, "1m30s to answer an upgrade"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("summary lacks %q:\n%s", want, out)
 			}
+		}
+		if errOut != "" {
+			t.Errorf("shipped config: got warnings %q, want none", errOut)
+		}
+	})
+	t.Run("rate limit with nothing trusted warns", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(cfg, []byte("upstream: {url: http://127.0.0.1:1}\nverify: {hs256_secret: 0123456789abcdef0123456789abcdef}\nroutes: [{name: a, match: {path: /a}}]\n"), 0o644)
+		out, errOut, code := runAuthgate(t, "check", "--config", cfg)
+		if code != 0 || !strings.HasPrefix(out, "ok\n") {
+			t.Fatalf("got exit %d, stdout %q; want 0 and ok (a warning does not fail)", code, out)
+		}
+		if !strings.Contains(errOut, "warning: "+cfg+": trusted_proxies: empty while rate_limit is on") {
+			t.Errorf("stderr %q: want the trusted_proxies warning", errOut)
 		}
 	})
 	t.Run("misspelt key", func(t *testing.T) {
