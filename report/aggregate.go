@@ -29,6 +29,10 @@ type Query struct {
 	// QuietFor is how long before To legacy use must have stopped for the
 	// verdict safe. Zero means DefaultQuietFor.
 	QuietFor time.Duration
+	// MaxGap is the longest silence of an instance in the quiet period
+	// that does not make the verdict insufficient_data (see coverage.go).
+	// Zero means DefaultMaxGap.
+	MaxGap time.Duration
 }
 
 // DefaultQuietFor is the quiet period when Query.QuietFor is zero.
@@ -63,6 +67,7 @@ type Aggregator struct {
 	wouldAction counter
 	wouldLegacy int64
 	quiet       quietStat
+	cov         coverStat
 }
 
 type legacyStat struct {
@@ -98,6 +103,9 @@ func NewAggregator(q Query) *Aggregator {
 	if q.QuietFor <= 0 {
 		q.QuietFor = DefaultQuietFor
 	}
+	if q.MaxGap <= 0 {
+		q.MaxGap = DefaultMaxGap
+	}
 	a := &Aggregator{
 		q:          q,
 		from:       math.MinInt64,
@@ -114,6 +122,7 @@ func NewAggregator(q Query) *Aggregator {
 	}
 	a.quietStart = a.to - int64(q.QuietFor)
 	a.legacy.first, a.legacy.last = math.MaxInt64, math.MinInt64
+	a.cov.init(q.MaxGap)
 	for _, c := range []*counter{&a.byClass, &a.byAction, &a.userAgents, &a.origins,
 		&a.rejReason, &a.rejClass, &a.wouldAction} {
 		c.m = make(map[string]*int64)
@@ -133,11 +142,18 @@ func (a *Aggregator) Line(line []byte) {
 		a.lines.SkippedBy.OtherProgram++
 		return
 	}
-	if ev := r.val[fEvent]; string(ev) != event.Auth {
-		if knownEvent(ev) {
-			a.lines.SkippedBy.OtherEvent++
-		} else {
-			a.lines.SkippedBy.OtherProgram++
+	kind := eventKind(r.val[fEvent])
+	if kind == kindNone {
+		a.lines.SkippedBy.OtherProgram++
+		return
+	}
+	if string(r.val[fEvent]) != event.Auth {
+		// Not counted as a request, but presence of its instance.
+		a.lines.SkippedBy.OtherEvent++
+		if r.has(fTime) && !r.isBad(fInstance) {
+			if t, ok := parseTimestamp(r.val[fTime]); ok && t >= a.from && t < a.to {
+				a.cover(r.str(fInstance), t, kind)
+			}
 		}
 		return
 	}
@@ -154,20 +170,14 @@ func (a *Aggregator) Line(line []byte) {
 		a.lines.FilteredBy.OutOfWindow++
 		return
 	}
+	// Presence does not depend on the route: the instance was logging.
+	a.cover(r.str(fInstance), t, kind)
 	if a.q.Route != "" && string(r.val[fRoute]) != a.q.Route {
 		a.lines.FilteredBy.OtherRoute++
 		return
 	}
 	a.lines.Events++
 	a.add(r, t)
-}
-
-func knownEvent(ev []byte) bool {
-	switch string(ev) {
-	case event.Auth, event.WSClose, event.Config, event.UpstreamError, event.Start, event.Stop:
-		return true
-	}
-	return false
 }
 
 func (a *Aggregator) add(r *record, t int64) {

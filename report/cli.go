@@ -29,9 +29,10 @@ const usageText = `usage: authgate report [flags] [FILE...]
 
 Reads authgate's JSON log lines from FILEs, plain or gzip (told apart by
 content), or from stdin when there is no FILE or FILE is "-". Files of
-several instances are merged. Lines with a prefix before the JSON object
-(a log collector's timestamp) are read; other lines are skipped and counted.
-Prints who still uses the legacy UUID path, and whether it can be deleted.
+several instances are merged, in any order. Lines with a prefix before the
+JSON object (a log collector's timestamp) are read; other lines are skipped
+and counted. Prints who still uses the legacy UUID path, and whether it can
+be deleted.
 
 flags:
   --since DUR|TIME   start of the window: a duration before the window's end
@@ -41,13 +42,37 @@ flags:
   --route NAME       only auth events of this route
   --format FORMAT    text (default), json, csv or html
   --users            with --format csv: one row per legacy user instead of per day
+  --coverage         with --format csv: one row per instance (its log coverage)
   --quiet-for DUR    how long before the window's end legacy use must have
                      stopped for the verdict safe (default 7d)
+  --max-gap DUR      the longest silence of an instance inside the quiet
+                     period that is not a hole in the logs (default 6h)
+
+coverage (why the verdict may be insufficient_data with traffic present):
+  Every authgate line (any event, any route) is presence of its instance,
+  the "instance" field (lines without one, from older versions, are one
+  unnamed instance). Lines are ordered by time whatever the order of files.
+  Inside the quiet period, for each instance:
+  - a silence between two of its lines longer than --max-gap is a hole,
+    unless it begins after the instance logged stop (a later start resumes
+    it); a restart after a crash logs start without a stop: a hole;
+  - after its last line, a silence to the window's end longer than
+    --max-gap is a hole unless it logged stop;
+  - before its first line in the period, a silence from the period's start
+    longer than --max-gap is a hole, unless it had logged stop before the
+    period, or it is new (no earlier lines) and logged start before serving:
+    a deploy or scale-up, covered by the instances before it.
+  Across instances, a stretch longer than --max-gap in which no instance
+  logged anything is a hole too (all had stopped). Idle instances log
+  nothing either: for a service without traffic at night, raise --max-gap.
 
 verdict and exit status:
-  0 safe               no legacy use in the quiet period, and traffic in it
+  0 safe               no legacy use in the quiet period, traffic in it, and
+                       logs that cover it
   1 not_safe           legacy use in the quiet period
-  2 insufficient_data  no traffic in the quiet period, or the logs begin after it
+  2 insufficient_data  no traffic in the quiet period, the logs begin after
+                       it, or they have a hole (the reason names the
+                       instance and the gap)
   3                    usage or read error
 `
 
@@ -65,7 +90,9 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 	route := fs.String("route", "", "only this route")
 	format := fs.String("format", "text", "text, json, csv or html")
 	users := fs.Bool("users", false, "with --format csv: one row per legacy user")
+	coverage := fs.Bool("coverage", false, "with --format csv: one row per instance")
 	quietFor := fs.String("quiet-for", "7d", "quiet period before the window's end")
+	maxGap := fs.String("max-gap", "6h", "longest silence of an instance that is not a hole")
 
 	files, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -107,6 +134,12 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 	if q.QuietFor <= 0 {
 		return usageErr(fmt.Errorf("--quiet-for %s: must be positive", *quietFor))
 	}
+	if q.MaxGap, err = ParseDuration(*maxGap); err != nil {
+		return usageErr(fmt.Errorf("--max-gap: %w", err))
+	}
+	if q.MaxGap <= 0 {
+		return usageErr(fmt.Errorf("--max-gap %s: must be positive (a silence of any length would be a hole)", *maxGap))
+	}
 	switch *format {
 	case "text", "json", "csv", "html":
 	default:
@@ -114,6 +147,12 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 	}
 	if *users && *format != "csv" {
 		return usageErr(errors.New("--users applies to --format csv only"))
+	}
+	if *coverage && *format != "csv" {
+		return usageErr(errors.New("--coverage applies to --format csv only"))
+	}
+	if *users && *coverage {
+		return usageErr(errors.New("--users and --coverage: choose one CSV"))
 	}
 
 	// Open every file before reading any, so a typo fails at once.
@@ -159,6 +198,8 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 		err = rep.WriteJSON(bw)
 	case *format == "csv" && *users:
 		err = rep.WriteUsersCSV(bw)
+	case *format == "csv" && *coverage:
+		err = rep.WriteCoverageCSV(bw)
 	case *format == "csv":
 		err = rep.WriteCSV(bw)
 	case *format == "html":

@@ -63,3 +63,32 @@ func cell(s string) string {
 	}
 	return s
 }
+
+// WriteCoverageCSV writes one row per instance, by name, with a header
+// row:
+//
+//	instance,lines,quiet_period_lines,first,last,starts,stops,stopped,holes,longest_hole_seconds,holes_list,truncated
+//
+// instance is "" for lines without an instance field. holes_list joins
+// the holes as FROM/TO (RFC 3339) with " | ", oldest first. Stretches in
+// which no instance logged are not per instance; they are in the JSON
+// report's coverage.uncovered and the text and HTML reports.
+func (r *Report) WriteCoverageCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"instance", "lines", "quiet_period_lines", "first", "last", "starts", "stops", "stopped",
+		"holes", "longest_hole_seconds", "holes_list", "truncated"})
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	for _, in := range r.Coverage.Instances {
+		var longest int64
+		list := make([]string, len(in.Gaps))
+		for i, g := range in.Gaps {
+			longest = max(longest, g.Seconds)
+			list[i] = g.From.Format(time.RFC3339Nano) + "/" + g.To.Format(time.RFC3339Nano)
+		}
+		cw.Write([]string{cell(in.Name), n(in.Lines), n(in.QuietLines), in.First.Format(time.RFC3339Nano),
+			in.Last.Format(time.RFC3339Nano), n(in.Starts), n(in.Stops), strconv.FormatBool(in.Stopped),
+			strconv.Itoa(len(in.Gaps)), n(longest), strings.Join(list, " | "), strconv.FormatBool(in.Truncated)})
+	}
+	cw.Flush()
+	return cw.Error()
+}

@@ -20,6 +20,7 @@ const htmlUsers = 500
 // so the page source holds no URL at all (an origin such as
 // https://app.example.com still reads the same in the browser).
 func (r *Report) WriteHTML(w io.Writer) error {
+	holes := r.Coverage.holes()
 	users := r.Users
 	if len(users) > htmlUsers {
 		users = users[:htmlUsers]
@@ -34,6 +35,10 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		ByReason   [][]string
 		WouldRows  [][]string
 		StatusWord string
+		Timeline   timeline
+		Holes      []instanceHole
+		MoreHoles  int
+		Down       []Gap
 	}{
 		R:          r,
 		Users:      users,
@@ -44,7 +49,106 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		ByReason:   mapRows(r.Rejections.ByReason),
 		WouldRows:  mapRows(r.Would.ByAction),
 		StatusWord: strings.ReplaceAll(r.Verdict.Status, "_", " "),
+		Timeline:   newTimeline(&r.Coverage),
+		Holes:      holes[:min(htmlHoles, len(holes))],
+		MoreHoles:  max(len(holes)-htmlHoles, 0),
+		Down:       r.Coverage.downtimes(),
 	})
+}
+
+// Bounds of the coverage part of the page; JSON lists all.
+const (
+	htmlHoles     = 500
+	htmlInstances = 60 // rows of the timeline
+)
+
+// timeline is the geometry of the coverage chart: one row per instance
+// over the quiet period, its stretches of log in green and its holes in
+// red, and a last row for all instances together (red where none logged).
+type timeline struct {
+	Width, Height int
+	Rows          []tlRow
+	Ticks         []tlTick
+	TickY         float64
+	More          int // instances not drawn
+}
+
+type tlRow struct {
+	Label          string
+	Y, TextY       float64
+	Present, Holes []tlRect
+}
+
+type tlRect struct {
+	X, Y, W float64
+	Title   string
+}
+
+type tlTick struct {
+	X     float64
+	Label string
+}
+
+const (
+	tlLeft, tlRight  = 190, 10
+	tlRowH, tlRowGap = 14, 6
+	tlTop            = 6
+	tlTicks          = 6
+)
+
+func newTimeline(c *Coverage) timeline {
+	tl := timeline{Width: chartW}
+	from, to := c.From.UnixNano(), c.To.UnixNano()
+	plotW := float64(chartW - tlLeft - tlRight)
+	x := func(t time.Time) float64 {
+		return tlLeft + float64(t.UnixNano()-from)/float64(to-from)*plotW
+	}
+	y := float64(tlTop)
+	rect := func(g Gap, what string) tlRect {
+		x0, x1 := x(g.From), x(g.To)
+		return tlRect{X: x0, Y: y, W: max(x1-x0, 1), Title: fmt.Sprintf("%s %s .. %s (%s)", what,
+			g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.Duration)}
+	}
+	row := func(label string) *tlRow {
+		tl.Rows = append(tl.Rows, tlRow{Label: label, Y: y, TextY: y + tlRowH/2})
+		return &tl.Rows[len(tl.Rows)-1]
+	}
+	next := func() { y += tlRowH + tlRowGap }
+	ins := c.Instances
+	if len(ins) > htmlInstances {
+		tl.More = len(ins) - htmlInstances
+		ins = ins[:htmlInstances]
+	}
+	for _, in := range ins {
+		r := row(shorten(instanceLabel(in.Name), 28))
+		for _, p := range in.present {
+			r.Present = append(r.Present, rect(p, "logging"))
+		}
+		for _, g := range in.Gaps {
+			r.Holes = append(r.Holes, rect(g, "hole"))
+		}
+		next()
+	}
+	all := row("any instance")
+	cursor := c.From
+	for _, u := range c.Uncovered {
+		if u.From.After(cursor) {
+			all.Present = append(all.Present, rect(newGap(cursor.UnixNano(), u.From.UnixNano()), "some instance logging"))
+		}
+		all.Holes = append(all.Holes, rect(u, "no instance logging"))
+		cursor = u.To
+	}
+	if c.To.After(cursor) {
+		all.Present = append(all.Present, rect(newGap(cursor.UnixNano(), to), "some instance logging"))
+	}
+	next()
+	for i := range tlTicks + 1 {
+		t := time.Unix(0, from+(to-from)/tlTicks*int64(i)).UTC()
+		tl.Ticks = append(tl.Ticks, tlTick{X: x(t), Label: t.Format("01-02 15:04")})
+	}
+	tl.TickY = y + 10
+	tl.Height = int(y) + 18
+	return tl
 }
 
 // chart is the geometry of the stacked per-day bar chart.
@@ -158,6 +262,7 @@ var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
 	},
 	"f":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"list": func(vals []string, overflow int64) template.HTML { return htmlText(listCell(vals, overflow, 1<<20)) },
+	"inst": func(name string) template.HTML { return htmlText(instanceLabel(name)) },
 }).Parse(pageHTML))
 
 const pageHTML = `<!DOCTYPE html>
@@ -188,6 +293,8 @@ svg text { font: 11px system-ui, sans-serif; fill: #5b6573; }
 .key span { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 14px; }
 .key .jwt { background: #3c9a5f; } .key .legacy { background: #e67e22; }
 .key .rejected { background: #c0392b; } .key .other { background: #95a5a6; }
+.present { fill: #3c9a5f; } .hole { fill: #c0392b; } .lane { fill: #f1f3f5; }
+.key .present { background: #3c9a5f; } .key .hole { background: #c0392b; } .key .lane { background: #f1f3f5; }
 </style>
 </head>
 <body>
@@ -202,6 +309,30 @@ svg text { font: 11px system-ui, sans-serif; fill: #5b6573; }
 <tr><td>lines</td><td>{{.R.Lines.Read}} read: {{.R.Lines.Events}} events, {{.R.Lines.Skipped}} skipped ({{.R.Lines.SkippedBy.NotJSON}} not json, {{.R.Lines.SkippedBy.TooLong}} too long, {{.R.Lines.SkippedBy.OtherProgram}} other programs, {{.R.Lines.SkippedBy.OtherEvent}} other events, {{.R.Lines.SkippedBy.Invalid}} invalid), {{.R.Lines.Filtered}} filtered ({{.R.Lines.FilteredBy.OutOfWindow}} out of window, {{.R.Lines.FilteredBy.OtherRoute}} other route)</td></tr>
 <tr><td>inputs</td><td>{{range $i, $in := .R.Inputs}}{{if $i}}, {{end}}{{t $in.Name}} ({{$in.Lines}} lines{{if $in.Gzip}}, gzip{{end}}){{end}}</td></tr>
 </table>
+
+<h2>Log coverage of the quiet period</h2>
+<p>{{ts .R.Coverage.From}} .. {{ts .R.Coverage.To}}, --max-gap {{.R.Coverage.MaxGap}}: {{len .R.Coverage.Instances}} instances, {{.R.Coverage.Holes}} holes (silences longer than --max-gap that no stop event explains), {{len .R.Coverage.Uncovered}} stretches in which no instance logged{{if .R.Coverage.UntrackedLines}}, {{.R.Coverage.UntrackedLines}} lines untracked (coverage unknown){{end}}.</p>
+<div class="key"><span class="present"></span>logging<span class="hole"></span>hole<span class="lane"></span>silent: stopped, not yet started, or a short silence</div>
+<svg viewBox="0 0 {{.Timeline.Width}} {{.Timeline.Height}}" width="{{.Timeline.Width}}" height="{{.Timeline.Height}}" role="img" aria-label="log coverage per instance">
+{{range .Timeline.Rows}}<g><text x="184" y="{{f .TextY}}" text-anchor="end" dominant-baseline="middle">{{t .Label}}</text><rect class="lane" x="190" y="{{f .Y}}" width="760" height="14"></rect>
+{{range .Present}}<rect class="present" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="14"><title>{{.Title}}</title></rect>{{end}}{{range .Holes}}<rect class="hole" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="14"><title>{{.Title}}</title></rect>{{end}}</g>
+{{end}}{{range .Timeline.Ticks}}<text x="{{f .X}}" y="{{f $.Timeline.TickY}}" text-anchor="middle">{{.Label}}</text>
+{{end}}</svg>
+{{if .Timeline.More}}<p>{{.Timeline.More}} more instances are not drawn; the table lists all.</p>{{end}}
+<table>
+<tr><th>instance</th><th class="n">lines</th><th class="n">quiet period lines</th><th>first</th><th>last</th><th class="n">starts</th><th class="n">stops</th><th>stopped</th><th class="n">holes</th></tr>
+{{range .R.Coverage.Instances}}<tr><td>{{inst .Name}}</td><td class="n">{{.Lines}}</td><td class="n">{{.QuietLines}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td><td class="n">{{.Starts}}</td><td class="n">{{.Stops}}</td><td>{{.Stopped}}</td><td class="n">{{len .Gaps}}{{if .Truncated}} (truncated){{end}}</td></tr>
+{{end}}</table>
+{{if .Holes}}<h2>Holes ({{.R.Coverage.Holes}}{{if .MoreHoles}}, first {{len .Holes}} shown{{end}}, oldest first)</h2>
+<table>
+<tr><th>instance</th><th>from</th><th>to</th><th>silent for</th></tr>
+{{range .Holes}}<tr><td>{{inst .Name}}</td><td>{{ts .Gap.From}}</td><td>{{ts .Gap.To}}</td><td>{{.Gap.Duration}}</td></tr>
+{{end}}</table>{{end}}
+{{if .Down}}<h2>No instance logging (every instance stopped or not yet started)</h2>
+<table>
+<tr><th>from</th><th>to</th><th>for</th></tr>
+{{range .Down}}<tr><td>{{ts .From}}</td><td>{{ts .To}}</td><td>{{.Duration}}</td></tr>
+{{end}}</table>{{end}}
 
 <h2>Requests per day (UTC)</h2>
 {{if .Chart.Empty}}<p>No auth events in the window.</p>{{else}}

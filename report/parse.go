@@ -21,6 +21,7 @@ const (
 	fUser
 	fOrigin
 	fUserAgent
+	fInstance
 	numFields
 )
 
@@ -37,6 +38,7 @@ var fieldNames = [numFields]string{
 	fUser:      event.FieldUser,
 	fOrigin:    event.FieldOrigin,
 	fUserAgent: event.FieldUserAgent,
+	fInstance:  event.FieldInstance,
 }
 
 // fieldIndex returns the index of a wanted key, or -1. A switch on
@@ -63,6 +65,8 @@ func fieldIndex(key []byte) int {
 		return fOrigin
 	case event.FieldUserAgent:
 		return fUserAgent
+	case event.FieldInstance:
+		return fInstance
 	}
 	return -1
 }
@@ -78,6 +82,15 @@ type record struct {
 
 func (r *record) has(f int) bool   { return r.present&(1<<f) != 0 }
 func (r *record) isBad(f int) bool { return r.bad&(1<<f) != 0 }
+
+// str returns field f's value, or nil when it is absent or null (val may
+// still hold an earlier duplicate key's value then).
+func (r *record) str(f int) []byte {
+	if !r.has(f) {
+		return nil
+	}
+	return r.val[f]
+}
 
 // maxObjectAttempts bounds how many '{' of one line are tried as the start
 // of the object: a collector's prefix rarely holds a brace, and a garbage

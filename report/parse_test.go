@@ -166,6 +166,10 @@ var fuzzSeeds = []string{
 	// whitespace everywhere
 	" \n{ \"event\" : \"auth\" ,\r\n\"user\"\t:\t\"u\" }\n",
 	`{}`,
+	// the instance field (issue 14): present, escaped, null after a value, a number
+	`{"level":"info","instance":"srv-d2f7k3-7x9q2","event":"start","time":"2025-08-02T10:00:00Z"}`,
+	`{"instance":"srv-\u0061","instance":null,"event":"auth"}`,
+	`{"instance":7,"event":"stop","time":"2025-08-02T10:00:00Z"}`,
 }
 
 // FuzzParseLine checks that the scanner never crashes, and that on every
@@ -322,6 +326,14 @@ func TestLineAllocs(t *testing.T) {
 		[]byte(`{"event":"auth","class":"uuid","user_agent":"caf\u00e9 \"q\"","user":"y","time":"2025-08-02T10:00:02Z"}`),
 		[]byte(`{"event":"ws_close","user":"x"}`),
 		[]byte(`garbage`),
+		// Instances, lifecycle events and lines out of order (issue 14):
+		// presence is tracked per instance without allocating either.
+		[]byte(`{"level":"info","instance":"srv-a","event":"auth","class":"jwt","action":"pass","user":"x","time":"2025-08-10T10:00:00Z"}`),
+		[]byte(`{"level":"info","instance":"srv-b","event":"ws_close","user":"x","time":"2025-08-10T09:00:00Z"}`),
+		[]byte(`{"level":"info","instance":"srv-a","event":"stop","time":"2025-08-10T11:00:00Z"}`),
+		[]byte(`{"level":"info","instance":"srv-a","event":"start","time":"2025-08-10T08:00:00Z"}`),
+		[]byte(`{"level":"info","instance":"srv-b","event":"config","result":"loaded","time":"2025-08-12T09:00:00Z"}`),
+		[]byte(`{"level":"info","event":"http_error","time":"2025-08-11T09:00:00Z"}`),
 	}
 	for _, l := range lines {
 		a.Line(l)

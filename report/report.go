@@ -68,6 +68,7 @@ type Report struct {
 	Routes        []Route    `json:"routes"`
 	Rejections    Rejections `json:"rejections"`
 	Would         Would      `json:"would"`
+	Coverage      Coverage   `json:"coverage"`
 	Verdict       Verdict    `json:"verdict"`
 }
 
@@ -275,6 +276,7 @@ func (a *Aggregator) Report() *Report {
 			r.Would.LegacyUsers++
 		}
 	}
+	r.Coverage = a.coverage()
 	r.Verdict = a.verdict(r)
 	return r
 }
@@ -421,9 +423,12 @@ func (c *counter) top(users map[string]int) []Top {
 }
 
 // verdict decides whether the legacy path can go:
-//   - not_safe: legacy use in the quiet period (who and when are named);
+//   - not_safe: legacy use in the quiet period (who and when are named),
+//     whatever the coverage: seen use is proof;
 //   - insufficient_data: no auth traffic in the quiet period, or the logs
-//     begin too late to cover it — silence is not proof;
+//     begin too late to cover it, or they have holes (coverage.go): an
+//     instance silent for longer than --max-gap without a stop, or a
+//     stretch in which no instance logged — silence is not proof;
 //   - safe: otherwise.
 func (a *Aggregator) verdict(r *Report) Verdict {
 	quietFor := FormatDuration(a.q.QuietFor)
@@ -503,6 +508,52 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 		v.Reason = fmt.Sprintf("no legacy use since %s, but the logs in the window begin only at %s: "+
 			"proving %s without legacy use needs logs from %s; add older logs, widen --since or shorten --quiet-for",
 			since, utc(a.firstEvent).Format(time.RFC3339), quietFor, since)
+	case r.Coverage.UntrackedLines > 0:
+		v.Status, v.ExitCode = StatusInsufficientData, ExitInsufficientData
+		v.Reason = fmt.Sprintf("no legacy use since %s, but %s could not be checked for coverage (more than %d instances, "+
+			"or more than %d separate stretches of one instance's log): whether the logs cover the period is unknown; "+
+			"narrow the window with --since, or raise --max-gap", since, plural(r.Coverage.UntrackedLines, "line"),
+			maxInstances, maxSpansPerInstance)
+	case r.Coverage.Holes > 0:
+		v.Status, v.ExitCode = StatusInsufficientData, ExitInsufficientData
+		var b strings.Builder
+		fmt.Fprintf(&b, "no legacy use since %s, but the logs have %s:", since, plural(int64(r.Coverage.Holes), "hole"))
+		hs := r.Coverage.holes()
+		for i, h := range hs[:min(3, len(hs))] {
+			if i > 0 {
+				b.WriteByte(';')
+			}
+			fmt.Fprintf(&b, " instance %s logged nothing from %s to %s (%s)", quoteInstance(h.Name),
+				h.Gap.From.Format(time.RFC3339), h.Gap.To.Format(time.RFC3339), h.Gap.Duration)
+		}
+		if len(hs) > 3 {
+			fmt.Fprintf(&b, "; and %d more", len(hs)-3)
+		}
+		if slices.ContainsFunc(hs[:min(3, len(hs))], func(h instanceHole) bool { return h.Name == "" }) {
+			b.WriteString(" ((unnamed) are lines without an instance field, as older versions wrote them)")
+		}
+		fmt.Fprintf(&b, "; a silence longer than --max-gap %s that no stop event explains is not proof "+
+			"(a log drain drops lines, a crashed instance logs nothing): add the missing logs, "+
+			"or raise --max-gap if the instance was only idle", r.Coverage.MaxGap)
+		v.Reason = b.String()
+	case len(r.Coverage.Uncovered) > 0:
+		v.Status, v.ExitCode = StatusInsufficientData, ExitInsufficientData
+		var b strings.Builder
+		fmt.Fprintf(&b, "no legacy use since %s, but no instance logged anything", since)
+		u := r.Coverage.Uncovered
+		for i, g := range u[:min(3, len(u))] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, " from %s to %s (%s)", g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.Duration)
+		}
+		if len(u) > 3 {
+			fmt.Fprintf(&b, " and %d more times", len(u)-3)
+		}
+		fmt.Fprintf(&b, ": every instance had stopped or not yet started, so no client was seen then; "+
+			"a silence longer than --max-gap %s is not proof: add the missing logs, or let the quiet period pass the outage",
+			r.Coverage.MaxGap)
+		v.Reason = b.String()
 	default:
 		v.Status, v.ExitCode = StatusSafe, ExitSafe
 		var b strings.Builder
@@ -516,6 +567,8 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 		} else {
 			b.WriteString("; no legacy use in the window at all")
 		}
+		fmt.Fprintf(&b, "; the logs of %s cover the period without a silence over %s",
+			plural(int64(len(r.Coverage.Instances)), "instance"), r.Coverage.MaxGap)
 		if gaps := a.quietGaps(); len(gaps) > 0 {
 			fmt.Fprintf(&b, "; note: no traffic on %s", strings.Join(gaps, ", "))
 		}

@@ -59,7 +59,9 @@ func TestGolden(t *testing.T) {
 		{"csv", []string{"--format", "csv"}, ExitNotSafe},
 		{"users.csv", []string{"--format", "csv", "--users"}, ExitNotSafe},
 		{"html", []string{"--format", "html"}, ExitNotSafe},
-		{"safe.text", []string{"--quiet-for", "3d"}, ExitSafe},
+		{"safe.text", []string{"--quiet-for", "3d", "--max-gap", "1d"}, ExitSafe},
+		{"holes.text", []string{"--quiet-for", "3d"}, ExitInsufficientData},
+		{"coverage.csv", []string{"--format", "csv", "--coverage", "--quiet-for", "3d"}, ExitInsufficientData},
 		{"route.text", []string{"--route", "pam-ws", "--since", "2025-08-02", "--until", "2025-08-12"}, ExitNotSafe},
 	}
 	for _, tt := range tests {
@@ -92,10 +94,22 @@ func TestVerdicts(t *testing.T) {
 		},
 		{
 			name:       "quiet for 3 days with traffic",
-			args:       []string{"--quiet-for", "3d"},
+			args:       []string{"--quiet-for", "3d", "--max-gap", "1d"},
 			wantStatus: StatusSafe, wantExit: ExitSafe,
 			wantReason: []string{"no legacy use in the last 3d (since 2025-08-11T00:00:00Z) across 14 requests",
-				"last legacy use 2025-08-10T12:00:00Z"},
+				"last legacy use 2025-08-10T12:00:00Z", "the logs of 1 instance cover the period without a silence over 1d"},
+		},
+		{
+			// The testdata logs have traffic by day only: idle nights are
+			// silences as long as a dropped log, and only --max-gap can
+			// tell the report which they are.
+			name:       "quiet for 3 days, but silent nights",
+			args:       []string{"--quiet-for", "3d"},
+			wantStatus: StatusInsufficientData, wantExit: ExitInsufficientData,
+			wantReason: []string{"no legacy use since 2025-08-11T00:00:00Z, but the logs have 4 holes",
+				"instance (unnamed) logged nothing from 2025-08-11T00:00:00Z to 2025-08-11T08:15:00Z (8h15m0s)",
+				"from 2025-08-11T11:15:00Z to 2025-08-12T08:15:00Z (21h0m0s)", "and 1 more",
+				"(unnamed) are lines without an instance field", "raise --max-gap"},
 		},
 		{
 			name:       "no traffic in the quiet period",
@@ -111,7 +125,7 @@ func TestVerdicts(t *testing.T) {
 		},
 		{
 			name:       "legacy only on another route",
-			args:       []string{"--route", "pam-ws", "--quiet-for", "4d"},
+			args:       []string{"--route", "pam-ws", "--quiet-for", "4d", "--max-gap", "1d"},
 			wantStatus: StatusSafe, wantExit: ExitSafe,
 			wantReason: []string{"no legacy use in the last 4d", "last legacy use 2025-08-09T07:00:00Z from user 22222222"},
 		},
@@ -219,6 +233,14 @@ func TestCommandErrors(t *testing.T) {
 		{"bad until", []string{"--until", "2025-13-01"}, nil, "--until:"},
 		{"bad quiet-for", []string{"--quiet-for", "a week"}, nil, "--quiet-for:"},
 		{"zero quiet-for", []string{"--quiet-for", "0d"}, nil, "must be positive"},
+		{"bad max-gap", []string{"--max-gap", "six hours"}, nil, `--max-gap: "six hours": want a duration such as 7d, 36h or 1d12h`},
+		{"empty max-gap", []string{"--max-gap", ""}, nil, `--max-gap: "": want a duration`},
+		{"zero max-gap", []string{"--max-gap", "0"}, nil, "--max-gap 0: must be positive"},
+		{"zero max-gap in days", []string{"--max-gap", "0d"}, nil, "--max-gap 0d: must be positive"},
+		{"negative max-gap", []string{"--max-gap", "-1h"}, nil, "--max-gap -1h: must be positive"},
+		{"max-gap too long", []string{"--max-gap", "200000d"}, nil, `--max-gap: "200000d": longer than 106751 days`},
+		{"coverage without csv", []string{"--coverage"}, nil, "--coverage applies to --format csv only"},
+		{"coverage and users", []string{"--format", "csv", "--coverage", "--users"}, nil, "--users and --coverage: choose one CSV"},
 		{"bad format", []string{"--format", "xml"}, nil, `--format "xml": want text, json, csv or html`},
 		{"users without csv", []string{"--users"}, nil, "--users applies to --format csv only"},
 		{"missing file", []string{"testdata/no-such.log"}, nil, "open testdata/no-such.log: no such file or directory"},
@@ -294,7 +316,7 @@ func TestCommandInputs(t *testing.T) {
 	}
 
 	t.Run("flags after files", func(t *testing.T) {
-		out, _, code := run(t, nil, testLogs[0], "--format", "csv", testLogs[1], "--quiet-for", "3d")
+		out, _, code := run(t, nil, testLogs[0], "--format", "csv", testLogs[1], "--quiet-for", "3d", "--max-gap", "1d")
 		if code != ExitSafe || !strings.HasPrefix(out, "day,requests,") {
 			t.Errorf("got exit %d, output %.30q; want 0 and CSV", code, out)
 		}

@@ -16,6 +16,9 @@ import (
 // `--format csv --users` list all.
 const textUsers = 25
 
+// textHoles is how many holes the text report lists; JSON lists all.
+const textHoles = 50
+
 // WriteText writes the report as aligned tables for a terminal, verdict
 // first. Values from the logs are shown quoted when they hold control
 // characters, so a crafted user agent cannot drive the terminal.
@@ -61,6 +64,13 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	p("\n")
+	cv := r.Coverage
+	p("coverage  %s in the quiet period (--max-gap %s): %s, %d uncovered stretches",
+		plural(int64(len(cv.Instances)), "instance"), cv.MaxGap, plural(int64(cv.Holes), "hole"), len(cv.Uncovered))
+	if cv.UntrackedLines > 0 {
+		p(", %d lines untracked", cv.UntrackedLines)
+	}
+	p("\n")
 
 	table := func(title string, header string, rows [][]string) {
 		p("\n%s\n", title)
@@ -82,6 +92,41 @@ func (r *Report) WriteText(w io.Writer) error {
 			n(d.LegacyUsers, 10), n(d.LegacyRejected, 10), n(d.Rejected, 10), n(d.Would, 10)})
 	}
 	table("PER DAY (UTC)", "day\trequests\tjwt\tlegacy\tlegacy users\tlegacy rejected\trejected\twould", rows)
+
+	rows = nil
+	for _, in := range cv.Instances {
+		holes := strconv.Itoa(len(in.Gaps))
+		if in.Truncated {
+			holes += " (truncated)"
+		}
+		rows = append(rows, []string{instanceLabel(in.Name), n(in.Lines, 10), n(in.QuietLines, 10),
+			in.First.Format(time.RFC3339), in.Last.Format(time.RFC3339), n(in.Starts, 10), n(in.Stops, 10),
+			strconv.FormatBool(in.Stopped), holes})
+	}
+	table(fmt.Sprintf("COVERAGE PER INSTANCE (quiet period %s .. %s)", cv.From.Format(time.RFC3339), cv.To.Format(time.RFC3339)),
+		"instance\tlines\tquiet period lines\tfirst\tlast\tstarts\tstops\tstopped\tholes", rows)
+	if cv.Holes > 0 {
+		rows = nil
+		hs := cv.holes()
+		for _, h := range hs[:min(textHoles, len(hs))] {
+			rows = append(rows, []string{instanceLabel(h.Name), h.Gap.From.Format(time.RFC3339),
+				h.Gap.To.Format(time.RFC3339), h.Gap.Duration})
+		}
+		title := fmt.Sprintf("HOLES (silences over %s without a stop event, oldest first)", cv.MaxGap)
+		if len(hs) > textHoles {
+			title = fmt.Sprintf("HOLES (%d of %d, silences over %s without a stop event, oldest first; all with --format json)",
+				textHoles, len(hs), cv.MaxGap)
+		}
+		table(title, "instance\tfrom\tto\tsilent for", rows)
+	}
+	if down := cv.downtimes(); len(down) > 0 {
+		rows = nil
+		for _, g := range down {
+			rows = append(rows, []string{g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.Duration})
+		}
+		table(fmt.Sprintf("NO INSTANCE LOGGING (over %s, every instance stopped or not yet started)", cv.MaxGap),
+			"from\tto\tfor", rows)
+	}
 
 	rows = nil
 	for _, u := range r.Users[:min(textUsers, len(r.Users))] {

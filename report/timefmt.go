@@ -3,6 +3,7 @@ package report
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -164,7 +165,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 		days, rest = n, s[i+1:]
 		if rest == "" {
-			return time.Duration(days) * 24 * time.Hour, nil
+			rest = "0s"
 		}
 		if rest[0] == '-' || rest[0] == '+' {
 			return 0, fmt.Errorf("%q: %w", s, errBadDuration)
@@ -174,7 +175,12 @@ func ParseDuration(s string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%q: %w", s, errBadDuration)
 	}
-	return time.Duration(days)*24*time.Hour + d, nil
+	// A time.Duration holds about 292 years; more days would wrap around.
+	const day = int64(24 * time.Hour)
+	if days > (math.MaxInt64-max(int64(d), 0))/day {
+		return 0, fmt.Errorf("%q: longer than 106751 days", s)
+	}
+	return time.Duration(days*day) + d, nil
 }
 
 // FormatDuration writes d the way ParseDuration reads it: "7d", "1d12h0m0s",

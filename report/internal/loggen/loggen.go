@@ -1,8 +1,11 @@
-// Package loggen writes large, realistic authgate logs for benchmarks:
-// auth and ws_close events as zerolog writes them, from a few thousand
-// users over some days, a legacy client population that shrinks over
-// time, lines of other programs and garbage, and lines with a log
-// collector's timestamp prefix.
+// Package loggen writes large, realistic authgate logs for benchmarks
+// and tests: auth and ws_close events as zerolog writes them, from a few
+// thousand users over some days, a legacy client population that shrinks
+// over time, lines of other programs and garbage, and lines with a log
+// collector's timestamp prefix. With Instances set, the lines come from
+// several instances, each with its instance field, start and stop events
+// and holes (lines a log drain dropped, a crash, a restart), into one
+// merged log or one file per instance.
 package loggen
 
 import (
@@ -10,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,6 +30,56 @@ type Config struct {
 	PrefixPct   int       // lines with a collector's timestamp prefix, percent; default 5
 	LegacyShare int       // users still on a legacy client at the start, percent; default 15
 	Seed        uint64
+	// Instances are the instances writing the log; the alive ones take
+	// turns. None: lines without an instance field, as authgate wrote
+	// before it had one. With instances, the log ends at Start + Days
+	// and Size sets how many lines it has there, not its size.
+	Instances []Instance
+	// Outputs, when set, takes each instance's lines (and its start and
+	// stop events) to its own writer, keyed by name, as a per-instance log
+	// file; lines of other programs and of instances not in it go to w.
+	Outputs map[string]io.Writer
+}
+
+// Instance is one authgate process in the log.
+type Instance struct {
+	Name string // the instance field; "" writes none
+	// From and To bound its lines: [From, To); zero means the log's start
+	// and end.
+	From, To time.Time
+	// Start and Stop write its start event (after a config event) at From
+	// and its stop event at To.
+	Start, Stop bool
+	Holes       []Hole
+}
+
+// Hole is a stretch in which an instance's lines are missing.
+type Hole struct {
+	From, To time.Time
+	// Stop writes a stop event at From: the instance was shut down.
+	Stop bool
+	// Start writes a start event at To: it came back. Without Stop this
+	// is a crash and a restart; with neither, a log drain dropped lines.
+	Start bool
+}
+
+func (in *Instance) alive(t time.Time) bool {
+	if (!in.From.IsZero() && t.Before(in.From)) || (!in.To.IsZero() && !t.Before(in.To)) {
+		return false
+	}
+	for _, h := range in.Holes {
+		if !t.Before(h.From) && t.Before(h.To) {
+			return false
+		}
+	}
+	return true
+}
+
+// lifecycleLine is a start, stop or config event to write at its time.
+type lifecycleLine struct {
+	at   time.Time
+	inst string
+	ev   string
 }
 
 // Stats counts what was written.
@@ -34,6 +88,9 @@ type Stats struct {
 	// UUIDPlain counts uuid auth events on lines without a prefix: what a
 	// tool that needs the line to be exactly one JSON object (jq) can see.
 	UUIDPlain int64
+	// Dropped counts event lines not written because no instance was
+	// alive (Instances' From, To and Holes).
+	Dropped int64
 }
 
 var userAgents = []string{
@@ -101,22 +158,96 @@ func Write(w io.Writer, c Config) (Stats, error) {
 	step := span / time.Duration(max(total, 1))
 
 	bw := bufio.NewWriterSize(w, 1<<20)
+	outs := make(map[string]*bufio.Writer, len(c.Outputs))
+	for name, ow := range c.Outputs {
+		outs[name] = bufio.NewWriterSize(ow, 64<<10)
+	}
+	out := func(inst string) *bufio.Writer {
+		if o := outs[inst]; o != nil {
+			return o
+		}
+		return bw
+	}
+	end := c.Start.Add(span)
+	var life []lifecycleLine
+	for _, in := range c.Instances {
+		from, to := in.From, in.To
+		if from.IsZero() {
+			from = c.Start
+		}
+		if to.IsZero() {
+			to = end
+		}
+		if in.Start {
+			life = append(life, lifecycleLine{from, in.Name, event.Config}, lifecycleLine{from, in.Name, event.Start})
+		}
+		if in.Stop {
+			life = append(life, lifecycleLine{to, in.Name, event.Stop})
+		}
+		for _, h := range in.Holes {
+			if h.Stop {
+				life = append(life, lifecycleLine{h.From, in.Name, event.Stop})
+			}
+			if h.Start {
+				life = append(life, lifecycleLine{h.To, in.Name, event.Config}, lifecycleLine{h.To, in.Name, event.Start})
+			}
+		}
+	}
+	slices.SortStableFunc(life, func(x, y lifecycleLine) int { return x.at.Compare(y.at) })
+
 	var st Stats
 	var line []byte
 	var reqID uint64
-	for st.Bytes < c.Size {
-		t := c.Start.Add(time.Duration(st.Lines) * step)
+	var alive []*Instance
+	write := func(o *bufio.Writer, line []byte) error {
+		n, err := o.Write(line)
+		st.Bytes += int64(n)
+		st.Lines++
+		return err
+	}
+	// Without instances the log ends at Size; with them at the span's end,
+	// so that their last events are written (Size then sets the density).
+	for slot := int64(0); st.Bytes < c.Size || len(c.Instances) > 0; slot++ {
+		t := c.Start.Add(time.Duration(slot) * step)
+		if len(c.Instances) > 0 {
+			for len(life) > 0 && !life[0].at.After(t) {
+				if err := write(out(life[0].inst), appendLifecycle(line[:0], life[0])); err != nil {
+					return st, err
+				}
+				life = life[1:]
+			}
+			if !t.Before(end) {
+				break
+			}
+		}
 		line = line[:0]
 		prefixed := rng.IntN(100) < c.PrefixPct
 		if prefixed {
 			line = t.AppendFormat(line, time.RFC3339Nano)
 			line = append(line, ' ')
 		}
-		switch r := rng.IntN(100); {
+		o := bw
+		r := rng.IntN(100)
+		var inst string
+		if r >= c.GarbagePct && len(c.Instances) > 0 {
+			alive = alive[:0]
+			for i := range c.Instances {
+				if c.Instances[i].alive(t) {
+					alive = append(alive, &c.Instances[i])
+				}
+			}
+			if len(alive) == 0 {
+				st.Dropped++
+				continue
+			}
+			inst = alive[slot%int64(len(alive))].Name
+			o = out(inst)
+		}
+		switch {
 		case r < c.GarbagePct:
 			line = append(line, garbage[rng.IntN(len(garbage))]...)
 		case r < c.GarbagePct+6:
-			line = appendClose(line, rng, users, t)
+			line = appendClose(line, rng, users, t, inst)
 		default:
 			// The legacy population shrinks linearly to a tenth over the span.
 			progress := float64(t.Sub(c.Start)) / float64(span)
@@ -124,7 +255,7 @@ func Write(w io.Writer, c Config) (Stats, error) {
 			legacyUser := u*100 < c.LegacyShare*len(users)
 			legacy := legacyUser && rng.Float64() > progress*0.9
 			reqID++
-			line = appendAuth(line, rng, users[u], u, legacy, t, reqID)
+			line = appendAuth(line, rng, users[u], u, legacy, t, reqID, inst)
 			st.Auth++
 			if legacy {
 				st.UUID++
@@ -134,14 +265,45 @@ func Write(w io.Writer, c Config) (Stats, error) {
 			}
 		}
 		line = append(line, '\n')
-		n, err := bw.Write(line)
-		st.Bytes += int64(n)
-		st.Lines++
-		if err != nil {
+		if err := write(o, line); err != nil {
+			return st, err
+		}
+	}
+	for _, o := range outs {
+		if err := o.Flush(); err != nil {
 			return st, err
 		}
 	}
 	return st, bw.Flush()
+}
+
+func appendInstance(b []byte, inst string) []byte {
+	if inst == "" {
+		return b
+	}
+	return appendStr(b, event.FieldInstance, inst)
+}
+
+func appendLifecycle(b []byte, l lifecycleLine) []byte {
+	b = append(b, `{"level":"info"`...)
+	b = appendInstance(b, l.inst)
+	b = appendStr(b, event.FieldEvent, l.ev)
+	msg := "authgate started"
+	switch l.ev {
+	case event.Config:
+		b = appendStr(b, event.FieldResult, "loaded")
+		msg = "config loaded"
+	case event.Stop:
+		b = appendInt(b, "websockets_closed", 3)
+		msg = "authgate stopped"
+	default:
+		b = appendStr(b, "listen", ":8080")
+	}
+	b = append(b, `,"time":"`...)
+	b = l.at.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","message":"`...)
+	b = append(b, msg...)
+	return append(b, "\"}\n"...)
 }
 
 func appendStr(b []byte, key, val string) []byte {
@@ -159,7 +321,7 @@ func appendInt(b []byte, key string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
-func appendAuth(b []byte, rng *rand.Rand, user string, u int, legacy bool, t time.Time, reqID uint64) []byte {
+func appendAuth(b []byte, rng *rand.Rand, user string, u int, legacy bool, t time.Time, reqID uint64, inst string) []byte {
 	class, action, reason, level := event.ClassJWT, event.ActionPass, "verified", "info"
 	source := "query:token"
 	ua := userAgents[u%len(userAgents)]
@@ -186,6 +348,7 @@ func appendAuth(b []byte, rng *rand.Rand, user string, u int, legacy bool, t tim
 	b = append(b, `{"level":"`...)
 	b = append(b, level...)
 	b = append(b, '"')
+	b = appendInstance(b, inst)
 	b = appendStr(b, event.FieldEvent, event.Auth)
 	route, transport, path := "pam-ws", event.TransportWebSocket, "/api/v1/pam/ws"
 	if u%5 == 0 {
@@ -224,8 +387,9 @@ func appendAuth(b []byte, rng *rand.Rand, user string, u int, legacy bool, t tim
 	return b
 }
 
-func appendClose(b []byte, rng *rand.Rand, users []string, t time.Time) []byte {
+func appendClose(b []byte, rng *rand.Rand, users []string, t time.Time, inst string) []byte {
 	b = append(b, `{"level":"info"`...)
+	b = appendInstance(b, inst)
 	b = appendStr(b, event.FieldEvent, event.WSClose)
 	b = appendStr(b, event.FieldRoute, "pam-ws")
 	b = appendStr(b, event.FieldUser, users[rng.IntN(len(users))])
