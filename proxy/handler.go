@@ -33,6 +33,16 @@ type exchangeKey struct{}
 // ServeHTTP is the request path: health check, then decide, then reject
 // or proxy. The snapshot is loaded once and used to the end.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TransferEncoding != nil {
+		// RFC 9112 §6.1: a request with Transfer-Encoding (and, worse,
+		// Content-Length too, which Go's server drops) is framed by its
+		// chunked encoding here, but a front proxy that frames by
+		// Content-Length sees a different end of the body: what follows
+		// it is the request-smuggling payload. Answer, then close, so
+		// bytes after the body are never read as a request. (Chosen over
+		// 400 for every such request: chunked uploads stay legitimate.)
+		w.Header().Set("Connection", "close")
+	}
 	snap := s.snap.Load()
 	if r.URL.Path == snap.HealthPath {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -342,4 +342,3 @@ func TestUntrustedProxyWarning(t *testing.T) {
 		}
 	})
 }
-

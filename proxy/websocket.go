@@ -159,9 +159,14 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 var badHandshake = policy.Rejection{Status: http.StatusBadRequest, Message: "invalid websocket handshake"}
 
 // validHandshake checks what authgate relies on to complete a handshake
-// itself (RFC 6455 §4.2.1): GET, HTTP/1.1, a 16-byte base64 key, version 13.
+// itself (RFC 6455 §4.2.1): GET, HTTP/1.1, no body, a 16-byte base64 key,
+// version 13.
 func validHandshake(r *http.Request) bool {
 	if r.Method != http.MethodGet || !r.ProtoAtLeast(1, 1) {
+		return false
+	}
+	if r.ContentLength != 0 || r.TransferEncoding != nil {
+		// A handshake has no body (§4.1); one would be read as frames.
 		return false
 	}
 	key := r.Header.Get("Sec-Websocket-Key")
