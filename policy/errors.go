@@ -37,6 +37,9 @@ type Error struct {
 	// when it could be read, so a reloader can tell a file it already
 	// rejected from a new attempt.
 	Hash [32]byte
+	// Files are the files the config names that Parse tried to read, so
+	// a reloader can watch them even while the config is rejected.
+	Files []string
 }
 
 func (e *Error) Error() string {

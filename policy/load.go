@@ -129,7 +129,7 @@ func Parse(name string, data []byte, opt Options) (*Snapshot, error) {
 	}
 	if len(d.probs) > 0 {
 		sortProblems(d.probs)
-		return nil, &Error{Problems: d.probs, Hash: hash}
+		return nil, &Error{Problems: d.probs, Hash: hash, Files: s.Files}
 	}
 	sortProblems(c.warnings)
 	s.Warnings = c.warnings

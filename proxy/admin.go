@@ -47,12 +47,14 @@ func (a *adminServer) policy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *adminServer) jwks(w http.ResponseWriter, r *http.Request) {
-	m := a.srv.Snapshot().Minter
-	if m == nil || m.PublicJWKS() == nil {
+	b := a.srv.mintKeys.jwks(a.srv.Snapshot(), a.srv.now())
+	if b == nil {
 		http.Error(w, "no asymmetric mint key configured\n", http.StatusNotFound)
 		return
 	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "max-age=300")
-	w.Write(m.PublicJWKS())
+	// Short: after a rotation a backend should see the new key soon
+	// (one that refetches on an unknown kid sees it at once).
+	w.Header().Set("Cache-Control", "max-age=60")
+	w.Write(b)
 }

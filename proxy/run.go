@@ -84,12 +84,19 @@ func Run(ctx context.Context, opt RunOptions) error {
 		adminAddr = aln.Addr()
 		go admin.serve(aln)
 	}
-	reload := make(chan struct{}, 1)
+	// Two kinds of reload: a SIGHUP (opt.Reload) always re-reads
+	// everything and always answers with a config event, so an operator
+	// sees the signal was heard; a file-watch event skips content already
+	// loaded or rejected (the BBE config/reload.go rule), as one save
+	// makes a burst of events.
+	hup := make(chan struct{}, 1)
 	if opt.Reload != nil {
-		go forward(ctx, opt.Reload, reload)
+		go forward(ctx, opt.Reload, hup)
 	}
+	watched := make(chan struct{}, 1)
+	var watcher *configWatcher
 	if opt.Watch {
-		if err := watchConfig(ctx, opt.ConfigPath, reload, logger); err != nil {
+		if watcher, err = watchConfig(ctx, watchPaths(opt.ConfigPath, snap), watched, logger); err != nil {
 			logger.Warn().Str(event.FieldEvent, event.Config).Err(err).Msg("cannot watch the config file; reload with SIGHUP")
 		}
 	}
@@ -100,33 +107,61 @@ func Run(ctx context.Context, opt RunOptions) error {
 		opt.Ready(ln.Addr(), adminAddr)
 	}
 
-	// lastTried is the hash of the last file content loaded or rejected:
-	// a burst of file events, or a SIGHUP, for content already seen does
-	// nothing (the BBE config/reload.go rule).
-	lastTried := snap.Hash
+	// serving is the hash of the config in force (config and the files
+	// it names); lastTried that of the last content loaded or rejected.
+	serving, lastTried := snap.Hash, snap.Hash
+	reload := func(signalled bool) {
+		next, err := load(opt.ConfigPath)
+		var pe *policy.Error
+		var hash [32]byte
+		switch {
+		case err == nil:
+			hash = next.Hash
+		case errors.As(err, &pe):
+			hash = pe.Hash
+		}
+		if watcher != nil {
+			// The files the new config names are watched from now on,
+			// even if it is rejected: fixing them should reload.
+			paths := watchPaths(opt.ConfigPath, next)
+			if pe != nil {
+				paths = append(paths, pe.Files...)
+			}
+			watcher.watch(paths)
+		}
+		switch {
+		case err == nil && hash == serving:
+			lastTried = hash
+			srv.metrics.reloads.WithLabelValues("unchanged").Inc()
+			if signalled {
+				logger.Info().Str(event.FieldEvent, event.Config).Str(event.FieldResult, "unchanged").
+					Str("file", next.File).Int("routes", len(next.Routes)).Msg("config unchanged")
+			}
+			return
+		case !signalled && hash != [32]byte{} && hash == lastTried:
+			srv.metrics.reloads.WithLabelValues("unchanged").Inc()
+			return
+		}
+		lastTried = hash
+		if err == nil {
+			next, err = jwks.attach(ctx, next)
+		}
+		if err != nil {
+			srv.metrics.reloads.WithLabelValues("rejected").Inc()
+			logConfig(&logger, "rejected", nil, err)
+			return
+		}
+		srv.Swap(next)
+		serving = hash
+		srv.metrics.reloads.WithLabelValues("reloaded").Inc()
+		logConfig(&logger, "reloaded", next, nil)
+	}
 	for {
 		select {
-		case <-reload:
-			next, err := load(opt.ConfigPath)
-			var pe *policy.Error
-			switch {
-			case err == nil && next.Hash == lastTried, errors.As(err, &pe) && pe.Hash != [32]byte{} && pe.Hash == lastTried:
-				srv.metrics.reloads.WithLabelValues("unchanged").Inc()
-				continue
-			case err == nil:
-				lastTried = next.Hash
-				next, err = jwks.attach(ctx, next)
-			case pe != nil:
-				lastTried = pe.Hash
-			}
-			if err != nil {
-				srv.metrics.reloads.WithLabelValues("rejected").Inc()
-				logConfig(&logger, "rejected", nil, err)
-				continue
-			}
-			srv.Swap(next)
-			srv.metrics.reloads.WithLabelValues("reloaded").Inc()
-			logConfig(&logger, "reloaded", next, nil)
+		case <-hup:
+			reload(true)
+		case <-watched:
+			reload(false)
 		case err := <-serveErr:
 			return err
 		case <-ctx.Done():
@@ -141,6 +176,16 @@ func Run(ctx context.Context, opt RunOptions) error {
 			return nil
 		}
 	}
+}
+
+// watchPaths are the files a reload depends on: the config and the files
+// it names (snap may be nil when the config did not load).
+func watchPaths(config string, snap *policy.Snapshot) []string {
+	paths := []string{config}
+	if snap != nil {
+		paths = append(paths, snap.Files...)
+	}
+	return paths
 }
 
 // forward copies reload requests from in to out until ctx ends,

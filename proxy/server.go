@@ -44,6 +44,7 @@ type Server struct {
 	now  func() time.Time
 
 	ups      upstreams
+	mintKeys mintKeys // what /jwks.json serves, retired keys included
 	rp       *httputil.ReverseProxy
 	conns    registry
 	metrics  *metrics
@@ -91,6 +92,10 @@ func (s *Server) Snapshot() *policy.Snapshot { return s.snap.Load() }
 // is scheduled.
 func (s *Server) Swap(snap *policy.Snapshot) {
 	s.ups.configure(snap.Upstream)
+	if s.mintKeys.rotate(s.snap.Load(), snap, s.now()) {
+		s.log.Warn().Str(event.FieldEvent, event.Config).Str("kid", snap.Minter.KID()).
+			Msg("mint key changed under the same kid: /jwks.json serves both for a while, but a backend that looks keys up by kid alone may pick the old one; give a new key a new kid")
+	}
 	s.snap.Store(snap)
 	s.xffWarned.Store(false)
 	s.limiter.configure(snap.RateLimit)

@@ -45,6 +45,7 @@ type Minter struct {
 	method jwt.SigningMethod
 	key    any
 	jwks   []byte
+	jwk    []byte // the public key as one JWK (asymmetric keys only)
 }
 
 // NewMinter checks cfg and prepares the signing key.
@@ -81,6 +82,9 @@ func NewMinter(cfg MintConfig) (*Minter, error) {
 			return nil, fmt.Errorf("encoding public jwks: %w", err)
 		}
 		m.jwks = b
+		if m.jwk, err = json.Marshal(jwk.Marshal()); err != nil {
+			return nil, fmt.Errorf("encoding public jwk: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -91,6 +95,14 @@ func (m *Minter) Algorithm() string { return m.method.Alg() }
 // PublicJWKS returns the JWK Set of the public mint key, or nil when the
 // key is symmetric.
 func (m *Minter) PublicJWKS() []byte { return m.jwks }
+
+// PublicJWK returns the public mint key as one JWK (JSON), or nil when
+// the key is symmetric. Two minters with the same key and kid return the
+// same bytes.
+func (m *Minter) PublicJWK() []byte { return m.jwk }
+
+// KID returns the key id minted tokens carry ("" for none).
+func (m *Minter) KID() string { return m.cfg.KID }
 
 // TTL returns the lifetime of minted tokens.
 func (m *Minter) TTL() time.Duration { return m.cfg.TTL }
