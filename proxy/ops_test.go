@@ -130,6 +130,11 @@ func (l *lockedBuffer) count(substr string) int { return strings.Count(l.String(
 // startRun runs Run on the config at path, with file watching.
 func startRun(t *testing.T, path string) *opsHarness {
 	t.Helper()
+	return startRunWatch(t, path, true)
+}
+
+func startRunWatch(t *testing.T, path string, watch bool) *opsHarness {
+	t.Helper()
 	h := &opsHarness{logs: &lockedBuffer{}, done: make(chan error, 1), finished: make(chan struct{}), reload: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
@@ -138,7 +143,7 @@ func startRun(t *testing.T, path string) *opsHarness {
 	go func() {
 		defer close(h.finished)
 		h.done <- Run(ctx, RunOptions{
-			ConfigPath: path, Logs: h.logs, Watch: true, Reload: h.reload,
+			ConfigPath: path, Logs: h.logs, Watch: watch, Reload: h.reload,
 			Load: func(p string) (*policy.Snapshot, error) {
 				return policy.Load(p, policy.Options{LookupEnv: func(string) (string, bool) { return "", false }})
 			},
