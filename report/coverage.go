@@ -176,10 +176,11 @@ type instStat struct {
 
 // coverStat is the Aggregator's coverage state.
 type coverStat struct {
-	maxGap    int64
-	insts     map[string]*instStat
-	last      *instStat // the instance of the previous line: files hold runs of one
-	budget    int       // spans that may still be opened
+	maxGap int64
+	insts  map[string]*instStat
+	recent [4]*instStat // the instances of the last lines, most recent first: a file holds
+	// runs of one instance, a merged log interleaves a few
+	budget    int // spans that may still be opened
 	untracked int64
 }
 
@@ -191,8 +192,10 @@ func (c *coverStat) init(maxGap time.Duration) {
 
 // instance returns the instance named name, or nil when the table is full.
 func (c *coverStat) instance(name []byte) *instStat {
-	if c.last != nil && c.last.name == string(name) {
-		return c.last
+	for _, s := range c.recent {
+		if s != nil && s.name == string(name) {
+			return s
+		}
 	}
 	s := c.insts[string(name)]
 	if s == nil {
@@ -202,7 +205,8 @@ func (c *coverStat) instance(name []byte) *instStat {
 		s = &instStat{name: string(name), first: noneMin, last: none}
 		c.insts[s.name] = s
 	}
-	c.last = s
+	copy(c.recent[1:], c.recent[:])
+	c.recent[0] = s
 	return s
 }
 
@@ -352,15 +356,16 @@ func (a *Aggregator) coverage() Coverage {
 	for _, s := range c.insts {
 		in := Instance{Name: s.name, Lines: s.lines, QuietLines: s.quietLines, First: utc(s.first),
 			Last: utc(s.last), Starts: s.starts, Stops: s.stops, Gaps: []Gap{}, Truncated: s.truncated}
-		// Was it silent with reason at the period's start?
-		explained := false
-		switch {
-		case s.hasBefore:
+		// explained: a silence from cursor on has a reason. At the period's
+		// start that is a stop before it, or, for an instance first seen in
+		// the period, a start before it served (see the top of the file).
+		var explained bool
+		if s.hasBefore {
 			explained = s.before.stopped()
-		case len(s.spans) > 0:
+			in.Stopped = explained
+		} else if len(s.spans) > 0 { // none only when its lines did not fit (truncated)
 			explained = s.spans[0].startedFirst()
 		}
-		in.Stopped = explained && len(s.spans) == 0
 		cursor := qs
 		for i := range s.spans {
 			sp := &s.spans[i]

@@ -85,8 +85,9 @@ type tlRect struct {
 }
 
 type tlTick struct {
-	X     float64
-	Label string
+	X      float64
+	Label  string
+	Anchor string // the ends align inwards, so their labels stay on the page
 }
 
 const (
@@ -144,7 +145,14 @@ func newTimeline(c *Coverage) timeline {
 	next()
 	for i := range tlTicks + 1 {
 		t := time.Unix(0, from+(to-from)/tlTicks*int64(i)).UTC()
-		tl.Ticks = append(tl.Ticks, tlTick{X: x(t), Label: t.Format("01-02 15:04")})
+		anchor := "middle"
+		switch i {
+		case 0:
+			anchor = "start"
+		case tlTicks:
+			anchor = "end"
+		}
+		tl.Ticks = append(tl.Ticks, tlTick{X: x(t), Label: t.Format("01-02 15:04"), Anchor: anchor})
 	}
 	tl.TickY = y + 10
 	tl.Height = int(y) + 18
@@ -263,6 +271,15 @@ var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
 	"f":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"list": func(vals []string, overflow int64) template.HTML { return htmlText(listCell(vals, overflow, 1<<20)) },
 	"inst": func(name string) template.HTML { return htmlText(instanceLabel(name)) },
+	"pl": func(n int, what string) string {
+		if n == 1 {
+			return "1 " + what
+		}
+		if strings.HasSuffix(what, "ch") {
+			return fmt.Sprintf("%d %ses", n, what)
+		}
+		return fmt.Sprintf("%d %ss", n, what)
+	},
 }).Parse(pageHTML))
 
 const pageHTML = `<!DOCTYPE html>
@@ -311,12 +328,12 @@ svg text { font: 11px system-ui, sans-serif; fill: #5b6573; }
 </table>
 
 <h2>Log coverage of the quiet period</h2>
-<p>{{ts .R.Coverage.From}} .. {{ts .R.Coverage.To}}, --max-gap {{.R.Coverage.MaxGap}}: {{len .R.Coverage.Instances}} instances, {{.R.Coverage.Holes}} holes (silences longer than --max-gap that no stop event explains), {{len .R.Coverage.Uncovered}} stretches in which no instance logged{{if .R.Coverage.UntrackedLines}}, {{.R.Coverage.UntrackedLines}} lines untracked (coverage unknown){{end}}.</p>
+<p>{{ts .R.Coverage.From}} .. {{ts .R.Coverage.To}}, --max-gap {{.R.Coverage.MaxGap}}: {{pl (len .R.Coverage.Instances) "instance"}}, {{pl .R.Coverage.Holes "hole"}} (silences longer than --max-gap that no stop event explains), {{pl (len .R.Coverage.Uncovered) "stretch"}} in which no instance logged{{if .R.Coverage.UntrackedLines}}, {{.R.Coverage.UntrackedLines}} lines untracked (coverage unknown){{end}}.</p>
 <div class="key"><span class="present"></span>logging<span class="hole"></span>hole<span class="lane"></span>silent: stopped, not yet started, or a short silence</div>
 <svg viewBox="0 0 {{.Timeline.Width}} {{.Timeline.Height}}" width="{{.Timeline.Width}}" height="{{.Timeline.Height}}" role="img" aria-label="log coverage per instance">
 {{range .Timeline.Rows}}<g><text x="184" y="{{f .TextY}}" text-anchor="end" dominant-baseline="middle">{{t .Label}}</text><rect class="lane" x="190" y="{{f .Y}}" width="760" height="14"></rect>
 {{range .Present}}<rect class="present" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="14"><title>{{.Title}}</title></rect>{{end}}{{range .Holes}}<rect class="hole" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="14"><title>{{.Title}}</title></rect>{{end}}</g>
-{{end}}{{range .Timeline.Ticks}}<text x="{{f .X}}" y="{{f $.Timeline.TickY}}" text-anchor="middle">{{.Label}}</text>
+{{end}}{{range .Timeline.Ticks}}<text x="{{f .X}}" y="{{f $.Timeline.TickY}}" text-anchor="{{.Anchor}}">{{.Label}}</text>
 {{end}}</svg>
 {{if .Timeline.More}}<p>{{.Timeline.More}} more instances are not drawn; the table lists all.</p>{{end}}
 <table>

@@ -10,6 +10,12 @@
 // its verdict, and the text, JSON, CSV and HTML renderings. Command is the
 // `authgate report` subcommand. The JSON schema is documented in SCHEMA.md.
 //
+// The verdict never trusts silence it cannot vouch for: coverage.go checks,
+// per instance (the lines' instance field), that the logs have no hole
+// longer than --max-gap in the quiet period that a stop event does not
+// explain, and that some instance logged throughout it, in one pass over
+// lines in any order.
+//
 // Legacy use means an auth event of class uuid, whatever its action: a
 // request that carried a UUID shows a client that still sends one, whether
 // it was rewritten, passed or rejected. Rejected legacy requests are

@@ -65,7 +65,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	p("\n")
 	cv := r.Coverage
-	p("coverage  %s in the quiet period (--max-gap %s): %s, %d uncovered stretches",
+	p("coverage  %s in the quiet period (--max-gap %s): %s, %d stretches without any instance",
 		plural(int64(len(cv.Instances)), "instance"), cv.MaxGap, plural(int64(cv.Holes), "hole"), len(cv.Uncovered))
 	if cv.UntrackedLines > 0 {
 		p(", %d lines untracked", cv.UntrackedLines)

@@ -1,5 +1,6 @@
 // Command bench measures `authgate report` against jq on a large,
-// realistic generated log, side by side in one run:
+// realistic generated log (three instances' lines merged), side by side in
+// one run:
 //
 //	go run ./report/bench                 # ~1 GiB log in a temp dir
 //	go run ./report/bench -size 200MB -runs 3
@@ -75,7 +76,12 @@ func run() error {
 		return err
 	}
 	start := time.Now()
-	st, err := loggen.Write(f, loggen.Config{Size: n, Seed: 1})
+	// Three instances behind one service, merged the way Render's log
+	// stream merges them: every line carries its instance (issue 14), and
+	// the report tracks each instance's coverage.
+	st, err := loggen.Write(f, loggen.Config{Size: n, Seed: 1, Instances: []loggen.Instance{
+		{Name: "srv-d2f7k3-7x9q2", Start: true}, {Name: "srv-d2f7k3-m4p8w", Start: true}, {Name: "srv-d2f7k3-z1c6v", Start: true},
+	}})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
