@@ -8,10 +8,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // genStart is the first line of the generated logs; the report's window
@@ -261,4 +265,102 @@ func TestReportMaxGapUsage(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReportReadsServeLogs runs two `authgate serve` processes as two
+// instances (RENDER_INSTANCE_ID), sends each a request, stops one with
+// SIGTERM, and reads both logs back with `authgate report`: the writer
+// and the reader agree on the instance field and on start and stop.
+func TestReportReadsServeLogs(t *testing.T) {
+	backend := newEchoBackend(t)
+	dir := t.TempDir()
+	serve := func(id string) (*exec.Cmd, string, int) {
+		port := freePort(t)
+		cfg := fmt.Sprintf(`listen: "127.0.0.1:%d"
+admin_listen: ""
+shutdown_timeout: 5s
+upstream: {url: "%s"}
+verify: {hs256_secret: "%s", algorithms: [HS256]}
+mint: {hs256_secret: "%s"}
+routes:
+  - name: ws
+    match: {path: /ws, websocket: true}
+    policy: {uuid: rewrite}
+`, port, backend, exampleSecret, exampleSecret)
+		path := filepath.Join(dir, id+".yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		logPath := filepath.Join(dir, id+".log")
+		logFile, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logFile.Close() })
+		cmd := authgate("serve", "--config", path)
+		cmd.Env = append(cmd.Env, "RENDER_INSTANCE_ID="+id)
+		cmd.Stdout = logFile
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, logPath, port
+	}
+	a, aLog, aPort := serve("srv-test-a")
+	_, bLog, bPort := serve("srv-test-b")
+	for _, port := range []int{aPort, bPort} {
+		url := fmt.Sprintf("ws://127.0.0.1:%d/ws?token=21a2151a-cd37-41d5-a1c7-124bb05e7a6a", port)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+			if err == nil {
+				resp.Body.Close()
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dial %s: %v", url, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	a.Process.Signal(syscall.SIGTERM)
+	if err := a.Wait(); err != nil {
+		t.Fatalf("srv-test-a exit: %v", err)
+	}
+
+	// The log of the one still running is read as it is being written.
+	out, errOut, code := runAuthgate(t, "report", "--format", "json", "--quiet-for", "1h", bLog, aLog)
+	if code != 1 { // not_safe: a legacy UUID a moment ago
+		t.Fatalf("report: exit %d, want 1\nstderr %s\n%s", code, errOut, out)
+	}
+	var r struct {
+		Coverage struct {
+			Instances []struct {
+				Name          string
+				Lines         int64
+				Starts, Stops int64
+				Stopped       bool
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	type inst struct {
+		name          string
+		starts, stops int64
+		stopped       bool
+	}
+	var got []inst
+	for _, in := range r.Coverage.Instances {
+		if in.Lines < 3 { // config, start, auth at least
+			t.Errorf("instance %s: %d lines, want at least 3", in.Name, in.Lines)
+		}
+		got = append(got, inst{in.Name, in.Starts, in.Stops, in.Stopped})
+	}
+	want := []inst{{"srv-test-a", 1, 1, true}, {"srv-test-b", 1, 0, false}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("coverage instances: got %v, want %v", got, want)
+	}
 }
