@@ -152,7 +152,7 @@ func (a *Aggregator) Line(line []byte) {
 		a.lines.SkippedBy.OtherEvent++
 		if r.has(fTime) && !r.isBad(fInstance) {
 			if t, ok := parseTimestamp(r.val[fTime]); ok && t >= a.from && t < a.to {
-				a.cover(r.str(fInstance), t, kind)
+				a.cover(t, kind)
 			}
 		}
 		return
@@ -171,7 +171,7 @@ func (a *Aggregator) Line(line []byte) {
 		return
 	}
 	// Presence does not depend on the route: the instance was logging.
-	a.cover(r.str(fInstance), t, kind)
+	a.cover(t, kind)
 	if a.q.Route != "" && string(r.val[fRoute]) != a.q.Route {
 		a.lines.FilteredBy.OtherRoute++
 		return

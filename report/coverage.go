@@ -176,11 +176,10 @@ type instStat struct {
 
 // coverStat is the Aggregator's coverage state.
 type coverStat struct {
-	maxGap int64
-	insts  map[string]*instStat
-	recent [4]*instStat // the instances of the last lines, most recent first: a file holds
-	// runs of one instance, a merged log interleaves a few
-	budget    int // spans that may still be opened
+	maxGap    int64
+	insts     map[string]*instStat
+	recent    [recentInstances]*instStat // the instances of recent lines; parser.known holds their names
+	budget    int                        // spans that may still be opened
 	untracked int64
 }
 
@@ -190,8 +189,14 @@ func (c *coverStat) init(maxGap time.Duration) {
 	c.budget = maxSpans
 }
 
-// instance returns the instance named name, or nil when the table is full.
-func (c *coverStat) instance(name []byte) *instStat {
+// instance returns the instance of the line just parsed, or nil when the
+// table is full.
+func (a *Aggregator) instance() *instStat {
+	c, r := &a.cov, &a.p.rec
+	if r.known != 0 {
+		return c.recent[r.known-1]
+	}
+	name := r.str(fInstance) // nil (unnamed) when absent
 	for _, s := range c.recent {
 		if s != nil && s.name == string(name) {
 			return s
@@ -207,14 +212,17 @@ func (c *coverStat) instance(name []byte) *instStat {
 	}
 	copy(c.recent[1:], c.recent[:])
 	c.recent[0] = s
+	copy(a.p.known[1:], a.p.known[:])
+	copy(a.p.knownUsable[1:], a.p.knownUsable[:])
+	a.p.known[0], a.p.knownUsable[0] = s.name, !strings.Contains(s.name, `\`)
 	return s
 }
 
-// cover records a line of kind k at t of the instance name; the caller
-// has checked that t is in the window.
-func (a *Aggregator) cover(name []byte, t int64, k lineKind) {
+// cover records that the line just parsed, of kind k at t, shows its
+// instance; the caller has checked that t is in the window.
+func (a *Aggregator) cover(t int64, k lineKind) {
 	c := &a.cov
-	s := c.instance(name)
+	s := a.instance()
 	if s == nil {
 		c.untracked++
 		return

@@ -78,6 +78,7 @@ type record struct {
 	val     [numFields][]byte
 	present uint16 // bit f: field f held a JSON string (decoded into val[f])
 	bad     uint16 // bit f: field f held a number, bool, object or array
+	known   uint8  // 1+k when the instance field was parser.known[k]; 0 otherwise
 }
 
 func (r *record) has(f int) bool   { return r.present&(1<<f) != 0 }
@@ -109,6 +110,41 @@ type parser struct {
 	scratch []byte // unescaped values
 	keyBuf  []byte // unescaped keys
 	stack   []byte // closing brackets of the nested value being skipped
+
+	// known are the instance names of recent lines, kept by the
+	// Aggregator in step with its own table (coverStat.recent); a name
+	// is usable when it holds no backslash. An instance value whose bytes
+	// equal a usable name is that name: a JSON string without a backslash
+	// decodes to its own bytes, and these bytes are valid UTF-8 as every
+	// decoded name is. So the common case costs one comparison instead of
+	// an escape scan and a UTF-8 check, and rec.known saves the
+	// Aggregator its lookup.
+	known       [recentInstances]string
+	knownUsable [recentInstances]bool
+}
+
+// recentInstances is how many instance names the parser and the
+// Aggregator remember: a file holds runs of one instance, a merged log
+// interleaves a few.
+const recentInstances = 4
+
+// matchKnown returns the instance value starting at b[i] == '"' when it is
+// one of the known names, the index after its closing quote, and 1+k.
+func (p *parser) matchKnown(b []byte, i int) ([]byte, int, uint8) {
+	s := b[i+1:]
+	q := bytes.IndexByte(s, '"')
+	if q < 0 {
+		return nil, 0, 0
+	}
+	v := s[:q]
+	for k := range p.known {
+		// Names of one service share a prefix: their last byte tells
+		// most apart before the full comparison.
+		if kn := p.known[k]; p.knownUsable[k] && len(kn) == q && (q == 0 || kn[q-1] == v[q-1]) && kn == string(v) {
+			return v, i + 1 + q + 1, uint8(k + 1)
+		}
+	}
+	return nil, 0, 0
 }
 
 // parse finds the JSON object in line, after an optional prefix such as a
@@ -157,6 +193,14 @@ func (p *parser) parseObject(b []byte) bool {
 		switch {
 		case f < 0:
 			n, ok = p.skipValue(b, i)
+		case f == fInstance && b[i] == '"':
+			var v []byte
+			if v, n, p.rec.known = p.matchKnown(b, i); p.rec.known == 0 {
+				v, n, ok = p.readString(b, i)
+			}
+			p.rec.val[f] = v
+			p.rec.present |= 1 << f
+			p.rec.bad &^= 1 << f
 		case b[i] == '"':
 			var v []byte
 			v, n, ok = p.readString(b, i)
@@ -167,10 +211,12 @@ func (p *parser) parseObject(b []byte) bool {
 			n, ok = skipLiteral(b, i, "null")
 			p.rec.present &^= 1 << f
 			p.rec.bad &^= 1 << f
+			p.rec.known = 0 // rare: cheaper than testing for fInstance on every key
 		default:
 			n, ok = p.skipValue(b, i)
 			p.rec.present &^= 1 << f
 			p.rec.bad |= 1 << f
+			p.rec.known = 0
 		}
 		if !ok {
 			return false

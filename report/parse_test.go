@@ -144,8 +144,21 @@ func checkAgainstReference(t *testing.T, line []byte) {
 	if !ok {
 		t.Fatalf("parse %q: got false, want true for a valid object", line)
 	}
-	if got, want := extracted(&p), reference(t, line); !equalMaps(got, want) {
+	want := reference(t, line)
+	if got := extracted(&p); !equalMaps(got, want) {
 		t.Fatalf("parse %q:\ngot  %q\nwant %q (encoding/json)", line, got, want)
+	}
+	// Again with instance names of earlier lines known, among them this
+	// line's own (the fast path of parser.known): the same fields.
+	var pk parser
+	for k, name := range []string{"srv-a", want["instance"], `srv-\u0062`, ""} {
+		pk.known[k], pk.knownUsable[k] = name, !strings.Contains(name, `\`)
+	}
+	if !pk.parse(line) {
+		t.Fatalf("parse %q with known instances: got false, want true", line)
+	}
+	if got := extracted(&pk); !equalMaps(got, want) {
+		t.Fatalf("parse %q with known instances %q:\ngot  %q\nwant %q (encoding/json)", line, pk.known, got, want)
 	}
 }
 
@@ -170,6 +183,11 @@ var fuzzSeeds = []string{
 	`{"level":"info","instance":"srv-d2f7k3-7x9q2","event":"start","time":"2025-08-02T10:00:00Z"}`,
 	`{"instance":"srv-\u0061","instance":null,"event":"auth"}`,
 	`{"instance":7,"event":"stop","time":"2025-08-02T10:00:00Z"}`,
+	// instance values the known-name fast path must not take for a known name
+	`{"instance":"srv-a\"x","instance":"srv-a","event":"auth"}`,
+	`{"instance":"srv-\u0062","event":"auth"}`,
+	`{"instance":"srv-a","instance":1,"event":"auth"}`,
+	`{"instance":"","event":"auth"}`,
 }
 
 // FuzzParseLine checks that the scanner never crashes, and that on every
