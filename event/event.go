@@ -12,6 +12,7 @@ const (
 	UpstreamError = "upstream_error"
 	Start         = "start"
 	Stop          = "stop"
+	HTTPError     = "http_error" // net/http's own messages (TLS handshake errors, ...)
 )
 
 // Field keys. zerolog writes TimeFieldName, LevelFieldName and

@@ -167,7 +167,7 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 // recovered handler panic, a failed body copy) into the JSON log as
 // event "http_error" instead of the process's stderr.
 func (s *Server) stdLogger() *log.Logger {
-	l := s.log.With().Str(event.FieldEvent, "http_error").Logger()
+	l := s.log.With().Str(event.FieldEvent, event.HTTPError).Logger()
 	return log.New(&levelWriter{l: l}, "", 0)
 }
 

@@ -80,10 +80,6 @@ const (
 	maxSpans            = 1 << 18 // spans of all instances: 14 MiB
 )
 
-// eventHTTPError is the event kind of net/http's own messages, written by
-// proxy.stdLogger. TODO: use event.HTTPError once package event names it.
-const eventHTTPError = "http_error"
-
 // lineKind is what a line says about its instance's life.
 type lineKind uint8
 
@@ -98,7 +94,7 @@ const (
 // eventKind classifies an event value.
 func eventKind(ev []byte) lineKind {
 	switch string(ev) {
-	case event.Auth, event.WSClose, event.UpstreamError, eventHTTPError:
+	case event.Auth, event.WSClose, event.UpstreamError, event.HTTPError:
 		return kindServe
 	case event.Config:
 		return kindConfig
