@@ -2,32 +2,112 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 )
 
+// TLS listeners of the echo backend, for the TLS upgrade test: resumable
+// (Go's defaults: TLS 1.3 session tickets) and not (SessionTicketsDisabled,
+// and Go's server keeps no session cache, so no client can resume).
+var tlsListeners = []struct {
+	name      string
+	noTickets bool
+}{{"tls", false}, {"tls-nores", true}}
+
+// handshakes counts the TLS handshakes of one listener, full and resumed.
+type handshakes struct{ full, resumed atomic.Int64 }
+
 // runEcho is the echo backend (role "echo"): a WebSocket server on
 // loopback that sends every data frame back unmasked, answers pings and
 // close frames, and closes TCP after the closing handshake (RFC 6455
-// §7.1.1: the server closes first). It prints its address on stdout and
-// serves until killed. It inherits the bench process's pinning (core 0).
+// §7.1.1: the server closes first). It listens in plain TCP and, with the
+// certificate in BENCH_TLS_CERT/BENCH_TLS_KEY, on the TLS listeners above;
+// it prints the addresses on one line (plain first) and serves until
+// killed. A line "stats" on stdin is answered on stdout with the TLS
+// handshake counts: "stats FULL RESUMED FULL RESUMED" per TLS listener. It
+// inherits the bench process's pinning (core 0).
 func runEcho() error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	fmt.Println(ln.Addr().String())
-	os.Stdout.Sync()
-	for {
-		c, err := ln.Accept()
+	addrs := []string{ln.Addr().String()}
+	go serveEcho(ln, nil)
+	counts := make([]*handshakes, len(tlsListeners))
+	if certFile := os.Getenv("BENCH_TLS_CERT"); certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, os.Getenv("BENCH_TLS_KEY"))
 		if err != nil {
 			return err
 		}
-		go echoConn(c)
+		for i, l := range tlsListeners {
+			counts[i] = &handshakes{}
+			cfg := &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: l.noTickets}
+			tl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			addrs = append(addrs, tl.Addr().String())
+			go serveEcho(tl, func(c net.Conn) (net.Conn, error) {
+				tc := tls.Server(c, cfg)
+				if err := tc.Handshake(); err != nil {
+					return nil, err
+				}
+				if tc.ConnectionState().DidResume {
+					counts[i].resumed.Add(1)
+				} else {
+					counts[i].full.Add(1)
+				}
+				return tc, nil
+			})
+		}
+	}
+	for i, a := range addrs {
+		if i > 0 {
+			fmt.Print(" ")
+		}
+		fmt.Print(a)
+	}
+	fmt.Println()
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "stats" {
+			fmt.Print("stats")
+			for _, h := range counts {
+				if h != nil {
+					fmt.Printf(" %d %d", h.full.Load(), h.resumed.Load())
+				}
+			}
+			fmt.Println()
+		}
+	}
+	select {} // stdin closed: serve until killed
+}
+
+// serveEcho accepts on ln; wrap, when not nil, does the TLS handshake.
+func serveEcho(ln net.Listener, wrap func(net.Conn) (net.Conn, error)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echo backend:", err)
+			os.Exit(1)
+		}
+		go func() {
+			if wrap != nil {
+				tc, err := wrap(c)
+				if err != nil {
+					c.Close()
+					return
+				}
+				c = tc
+			}
+			echoConn(c)
+		}()
 	}
 }
 

@@ -161,6 +161,8 @@ type echoResult struct {
 	cpu     time.Duration // proxy process CPU over the window
 	sys     time.Duration // the part of cpu spent in the kernel
 	load    time.Duration // the load side's CPU over the window (see meter)
+	// TLS upstreams: the echo backend's handshakes over the window.
+	full, resumed int64
 }
 
 // measure records the CPU used between two samples.
@@ -343,7 +345,7 @@ type idleResult struct {
 func idleRun(ctx context.Context, base string, tk *tokens, n int, settle, rest time.Duration, pid int, atRest func()) (idleResult, error) {
 	res := idleResult{conns: n}
 	var err error
-	if res.before, err = procRSS(pid); err != nil {
+	if res.before, err = treeRSS(pid); err != nil {
 		return res, err
 	}
 	cls := make([]*client, n)
@@ -400,12 +402,12 @@ func idleRun(ctx context.Context, base string, tk *tokens, n int, settle, rest t
 	}
 	opened := time.Now()
 	sleepUntil(ctx, opened.Add(settle))
-	if res.settled, err = procRSS(pid); err != nil {
+	if res.settled, err = treeRSS(pid); err != nil {
 		return res, err
 	}
 	if rest > settle {
 		sleepUntil(ctx, opened.Add(rest))
-		if res.rested, err = procRSS(pid); err != nil {
+		if res.rested, err = treeRSS(pid); err != nil {
 			return res, err
 		}
 		res.restedWaited = rest

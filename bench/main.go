@@ -1,27 +1,32 @@
-// Command bench measures authgate against nginx and the direct connection
-// on loopback, as SPEC "Performance" asks, and prints one table:
+// Command bench measures authgate against the proxies a user would pick
+// instead (nginx, HAProxy, Caddy), the plainest Go proxy (bench/copier)
+// and the direct connection, on loopback, as SPEC "Performance" asks, and
+// prints one table:
 //
-//	go run ./bench                   # everything, 3 runs (about 7 minutes)
+//	go run ./bench                   # everything, 3 runs
 //	go run ./bench -quick            # a smoke run (CI): 1 short run, fewer connections
 //	go run ./bench -only echo64,echo64k -runs 5
 //	go run ./bench -profile /tmp/prof -only upgrade,echo64,echo64k -peers authgate -runs 1
 //
-// One echo backend (this program re-executed, gobwas/ws) and the load
-// generator (this process, gobwas/ws) run pinned to core 0; the proxy
-// under test, authgate (`authgate serve`, GOMAXPROCS=1) or nginx (one
-// worker), runs pinned to core 1. Tests interleave the peers and repeat
-// -runs times; the table shows medians. See bench/README.md.
+// One echo backend (this program re-executed, gobwas/ws; plain and TLS)
+// and the load generator (this process, gobwas/ws) run pinned to core 0;
+// the proxy under test runs pinned to core 1. Every peer is a config file
+// under bench/peers/ and one line in peers.go; a peer that is not
+// installed is skipped with a message. Tests interleave the peers and
+// repeat -runs times; the table shows medians. See bench/README.md.
 //
 // It measures; it does not judge: the exit status is 0 whether or not the
 // bars are met (non-zero only when the benchmark itself cannot run).
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -29,7 +34,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,7 +45,8 @@ import (
 
 // roleEnv selects what a re-executed copy of this program does: "main"
 // (the benchmark, pinned to core 0), "echo" (the echo backend), "inproc"
-// (authgate in-process, for -profile).
+// (authgate in-process, for -profile), "storm" (the reconnect storm's
+// stale clients).
 const roleEnv = "AUTHGATE_BENCH_ROLE"
 
 func main() {
@@ -48,6 +56,8 @@ func main() {
 		err = runEcho()
 	case "inproc":
 		err = runInproc(os.Args[1])
+	case "storm":
+		err = runStorm()
 	case "main":
 		err = run()
 	default:
@@ -77,12 +87,14 @@ func launch() error {
 	return syscall.Exec(ts, append([]string{ts, "-c", "0", self}, os.Args[1:]...), env)
 }
 
-func raiseNofile() {
+func raiseNofile() int {
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur < rl.Max {
 		rl.Cur = rl.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	return int(min(rl.Cur, 1<<20))
 }
 
 func findTaskset() string {
@@ -90,50 +102,51 @@ func findTaskset() string {
 	return p
 }
 
-func findNginx() string {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	return ""
-}
-
 // config is the parsed flags.
 type config struct {
-	runs         int
-	dur, warm    time.Duration
-	upConns      int
-	smallConns   int
-	largeConns   int
-	idleConns    int
-	idleSettle   time.Duration
-	idleRest     time.Duration
-	reportSize   string
-	decideTime   string
-	decideCount  int
-	tokens       int
-	only         map[string]bool
-	peers        []string
-	profile      string
-	keep         bool
-	quick        bool
-	nginxMissing bool
-	baseline     string // another authgate binary, run as peer "baseline"
+	runs        int
+	dur, warm   time.Duration
+	pause       time.Duration // between two measured windows
+	upConns     int
+	smallConns  int
+	largeConns  int
+	idleConns   int
+	idleSettle  time.Duration
+	idleRest    time.Duration
+	storm       stormParams
+	reportSize  string
+	decideTime  string
+	decideCount int
+	tokens      int
+	only        map[string]bool
+	peers       []peerDef // the peers that run, in table order
+	profile     string
+	keep        bool
+	quick       bool
+	baseline    string // another authgate binary, run as peer "baseline"
 }
 
-var allTests = []string{"upgrade", "echo64", "echo64k", "idle", "decide", "report"}
+var allTests = []string{"upgrade", "tls", "echo64", "echo64k", "idle", "storm", "decide", "report"}
+
+// direct is the load talking to the echo backend itself.
+var directDef = peerDef{name: "direct", tests: "upgrade,echo64,echo64k"}
 
 func run() error {
-	raiseNofile()
-	quick := flag.Bool("quick", false, "smoke run: 1 run of 1 s per test, 300 idle connections, small report log")
+	nofile := raiseNofile()
+	var names []string
+	for _, d := range peerDefs {
+		names = append(names, d.name)
+	}
+	quick := flag.Bool("quick", false, "smoke run (CI): 1 run of 0.5 s per test, 300 idle connections read after 1 s, a storm of 200+20 clients for 1 s, a small report log")
 	runs := flag.Int("runs", 3, "repetitions of each test; the table shows medians")
 	only := flag.String("only", "", "comma list of tests to run: "+strings.Join(allTests, ","))
-	peers := flag.String("peers", "direct,nginx,authgate", "comma list of peers")
+	peers := flag.String("peers", "direct,"+strings.Join(names, ","), "comma list of peers")
 	dur := flag.Duration("duration", 5*time.Second, "measured time of one upgrade or echo run")
 	idleConns := flag.Int("idle-conns", 5000, "connections held open by the idle test")
-	idleRest := flag.Duration("idle-wait", 50*time.Second, "idle test: wait this long after opening before reading authgate's RSS (its relay moves idle connections to fresh small-stack goroutines after 30 s, and it returns freed memory to the OS 40 s after the last connection opened or closed)")
+	idleRest := flag.Duration("idle-wait", 50*time.Second, "idle test: wait this long after opening before the steady-state RSS reading (authgate's relay moves idle connections to fresh small-stack goroutines after 30 s, and it returns freed memory to the OS 40 s after the last connection opened or closed); every peer is read then, and 2 s after opening")
+	stormStale := flag.Int("storm-clients", 2000, "reconnect storm: stale clients reconnecting in a tight loop")
+	stormJWT := flag.Int("storm-jwt", 200, "reconnect storm: JWT clients echoing every 100 ms")
+	stormDur := flag.Duration("storm-duration", 10*time.Second, "reconnect storm: length of the quiet window and of the storm window")
 	reportSize := flag.String("report-size", "100MB", "log size for the report benchmark")
 	profile := flag.String("profile", "", "directory: run authgate in-process (proxy.Run, same config) and write a CPU profile of each measured window there")
 	keep := flag.Bool("keep", false, "keep the temp dir (configs, logs)")
@@ -141,15 +154,18 @@ func run() error {
 	flag.Parse()
 
 	cfg := config{
-		runs: *runs, dur: *dur, warm: time.Second,
+		runs: *runs, dur: *dur, warm: time.Second, pause: 300 * time.Millisecond,
 		upConns: 32, smallConns: 32, largeConns: 8,
 		idleConns: *idleConns, idleSettle: 2 * time.Second, idleRest: *idleRest,
+		storm:      stormParams{stale: *stormStale, jwt: *stormJWT, every: 100 * time.Millisecond, phase: *stormDur, warm: time.Second},
 		reportSize: *reportSize, decideCount: *runs, tokens: 100000,
 		profile: *profile, keep: *keep, quick: *quick,
 	}
 	if *quick {
-		cfg.runs, cfg.dur, cfg.warm = 1, time.Second, 200*time.Millisecond
-		cfg.idleConns, cfg.idleRest = min(cfg.idleConns, 300), 0
+		cfg.runs, cfg.dur, cfg.warm, cfg.pause = 1, 500*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+		cfg.idleConns, cfg.idleSettle, cfg.idleRest = min(cfg.idleConns, 300), time.Second, 0
+		cfg.storm.stale, cfg.storm.jwt, cfg.storm.phase = min(cfg.storm.stale, 200), min(cfg.storm.jwt, 20), time.Second
+		cfg.storm.warm = 300 * time.Millisecond
 		cfg.reportSize, cfg.decideTime, cfg.decideCount, cfg.tokens = "20MB", "200ms", 1, 10000
 	}
 	cfg.runs = max(cfg.runs, 1)
@@ -167,21 +183,34 @@ func run() error {
 			cfg.only[t] = true
 		}
 	}
+	var want []peerDef
 	for _, p := range strings.Split(*peers, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			if p != "direct" && p != "nginx" && p != "authgate" {
-				return fmt.Errorf("-peers: unknown peer %q", p)
-			}
-			cfg.peers = append(cfg.peers, p)
+		if p = strings.TrimSpace(p); p == "" {
+			continue
 		}
+		if p == "direct" {
+			want = append(want, directDef)
+			continue
+		}
+		d, ok := findPeerDef(p)
+		if !ok {
+			return fmt.Errorf("-peers: unknown peer %q (peers: direct,%s)", p, strings.Join(names, ","))
+		}
+		want = append(want, d)
 	}
 	if *baseline != "" {
 		if _, err := os.Stat(*baseline); err != nil {
 			return fmt.Errorf("-baseline: %w", err)
 		}
 		cfg.baseline = *baseline
-		cfg.peers = append(cfg.peers, "baseline")
+		d, _ := findPeerDef("authgate")
+		d.name, d.bin = "baseline", *baseline
+		want = append(want, d)
 	}
+	// Only the peers some selected test needs.
+	want = slices.DeleteFunc(want, func(d peerDef) bool {
+		return !slices.ContainsFunc(allTests, func(t string) bool { return cfg.only[t] && d.takes(t) })
+	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -190,15 +219,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	e := &env{taskset: findTaskset(), nginx: findNginx(), profile: cfg.profile != ""}
+	e := &env{root: root, taskset: findTaskset(), profile: cfg.profile != "", bins: map[string]string{}, nofile: nofile}
 	if e.self, err = os.Executable(); err != nil {
 		return err
-	}
-	if e.nginx == "" && slices.Contains(cfg.peers, "nginx") {
-		fmt.Println("NOTE: nginx not found on PATH or at /usr/sbin/nginx: the nginx peer is skipped and ratios to nginx are n/a.")
-		fmt.Println("      Install it with: apt-get update && apt-get install -y nginx")
-		cfg.peers = slices.DeleteFunc(cfg.peers, func(p string) bool { return p == "nginx" })
-		cfg.nginxMissing = true
 	}
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o755); err != nil {
@@ -208,36 +231,48 @@ func run() error {
 	if e.dir, err = os.MkdirTemp("", "authgate-bench-"); err != nil {
 		return err
 	}
-	os.Chmod(e.dir, 0o755) // nginx workers run as nobody
+	os.Chmod(e.dir, 0o755) // nginx workers run as another user
 	if cfg.keep {
 		fmt.Println("temp dir (kept):", e.dir)
 	} else {
 		defer os.RemoveAll(e.dir)
 	}
 	e.secret = randomSecret()
+	if e.profile {
+		e.bins["authgate"] = e.self
+	}
+	var direct bool
+	if i := slices.IndexFunc(want, func(d peerDef) bool { return d.name == "direct" }); i >= 0 {
+		direct = true
+		want = slices.Delete(want, i, i+1)
+	}
+	if cfg.peers, err = e.resolve(want, os.Stdout); err != nil {
+		return err
+	}
+	if direct {
+		cfg.peers = append([]peerDef{directDef}, cfg.peers...)
+	}
 
 	printHeader(os.Stdout, e, cfg)
 
-	needProxies := cfg.only["upgrade"] || cfg.only["echo64"] || cfg.only["echo64k"] || cfg.only["idle"]
 	var res results
 	res.init()
-	if needProxies {
-		if slices.Contains(cfg.peers, "authgate") && !e.profile {
-			e.authgate = filepath.Join(e.dir, "authgate")
-			build := exec.Command("go", "build", "-o", e.authgate, "./cmd/authgate")
-			build.Dir = root
-			if out, err := build.CombinedOutput(); err != nil {
-				return fmt.Errorf("go build ./cmd/authgate: %w\n%s", err, out)
-			}
+	if cfg.only["upgrade"] || cfg.only["tls"] || cfg.only["echo64"] || cfg.only["echo64k"] || cfg.only["idle"] || cfg.only["storm"] {
+		if e.pki, err = makeTestPKI(e.dir); err != nil {
+			return fmt.Errorf("test CA: %w", err)
 		}
-		addr, echoPID, stopEcho, err := startEcho(e.self)
+		ec, err := startEcho(e.self, e.pki)
 		if err != nil {
 			return err
 		}
-		defer stopEcho()
-		e.backend = addr
+		defer ec.stop()
+		e.echoCtl = ec
+		e.backend, e.tlsAddr = ec.addrs[0], map[string]string{}
+		for i, l := range tlsListeners {
+			e.tlsAddr[l.name] = ec.addrs[1+i]
+		}
 		if !e.profile {
-			e.loadPIDs = []int{os.Getpid(), echoPID}
+			e.loadPIDs = []int{os.Getpid(), ec.pid}
 		}
 		tk, err := mintTokens(e.secret, cfg.tokens)
 		if err != nil {
@@ -245,6 +280,11 @@ func run() error {
 		}
 		if err := runProxyTests(ctx, e, cfg, tk, &res); err != nil {
 			return err
+		}
+		if cfg.only["storm"] && ctx.Err() == nil {
+			if err := runStormTests(ctx, e, cfg, tk, &res); err != nil {
+				return err
+			}
 		}
 	}
 	if cfg.only["decide"] && ctx.Err() == nil {
@@ -272,6 +312,69 @@ func run() error {
 		fmt.Printf("\nCPU profiles in %s; read one with: go tool pprof -top -nodecount=40 %s/<file>.pprof\n", cfg.profile, cfg.profile)
 	}
 	return nil
+}
+
+// echoControl is the running echo backend: its addresses (plain, then the
+// TLS listeners) and its handshake counters.
+type echoControl struct {
+	addrs []string
+	pid   int
+	mu    sync.Mutex
+	in    io.WriteCloser
+	out   *bufio.Reader
+	stop  func()
+}
+
+// startEcho runs the echo backend: this executable in role "echo",
+// inheriting the bench process's pinning to core 0.
+func startEcho(self string, pki testPKI) (*echoControl, error) {
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), roleEnv+"=echo", "BENCH_TLS_CERT="+pki.cert, "BENCH_TLS_KEY="+pki.key)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ec := &echoControl{pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out)}
+	ec.stop = func() { in.Close(); cmd.Process.Kill(); cmd.Wait() }
+	line, err := ec.out.ReadString('\n')
+	if err != nil {
+		ec.stop()
+		return nil, fmt.Errorf("echo backend: %w", err)
+	}
+	ec.addrs = strings.Fields(line)
+	if len(ec.addrs) != 1+len(tlsListeners) {
+		ec.stop()
+		return nil, fmt.Errorf("echo backend: addresses %q", line)
+	}
+	return ec, nil
+}
+
+// handshakes returns the TLS listener's counts (full, resumed) so far.
+func (ec *echoControl) handshakes(listener string) (full, resumed int64) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	fmt.Fprintln(ec.in, "stats")
+	line, err := ec.out.ReadString('\n')
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(line)
+	for i, l := range tlsListeners {
+		if l.name == listener && len(f) >= 3+2*i {
+			full, _ = strconv.ParseInt(f[1+2*i], 10, 64)
+			resumed, _ = strconv.ParseInt(f[2+2*i], 10, 64)
+		}
+	}
+	return full, resumed
 }
 
 func moduleRoot() (string, error) {
@@ -321,20 +424,33 @@ func mintTokens(secret string, n int) (*tokens, error) {
 
 func printHeader(w *os.File, e *env, cfg config) {
 	fmt.Fprintf(w, "authgate bench  %s\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, %s\n", nproc(), cpuModel(), kernel(), runtime.Version())
-	pin := "proxy under test on core 1 (authgate GOMAXPROCS=1; nginx 1 worker), load generator + echo backend on core 0"
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, %s, load average %s\n", nproc(), cpuModel(), kernel(), runtime.Version(), loadAvg())
+	pin := "proxy under test on core 1 (Go peers GOMAXPROCS=1, nginx 1 worker, HAProxy nbthread 1), load generator + echo backend on core 0"
 	if e.taskset == "" {
 		pin = "NOT pinned (taskset missing)"
 	}
 	fmt.Fprintf(w, "pinning: %s\n", pin)
-	if e.nginx != "" {
-		out, _ := exec.Command(e.nginx, "-v").CombinedOutput()
-		fmt.Fprintf(w, "nginx: %s (access_log off)\n", strings.TrimSpace(string(out)))
+	for _, d := range cfg.peers {
+		if v := version(d.name, e.bins[d.name]); v != "" {
+			fmt.Fprintf(w, "%s: %s\n", d.name, v)
+		}
+		if d.note != "" {
+			fmt.Fprintf(w, "%s: %s\n", d.name, d.note)
+		}
 	}
 	fmt.Fprintf(w, "runs: %d, %s measured per echo/upgrade run (after %s warm-up), peers interleaved\n", cfg.runs, cfg.dur, cfg.warm)
 	if e.profile {
 		fmt.Fprintf(w, "PROFILE MODE: authgate runs in-process (proxy.Run) with CPU profiling; its figures include profiling overhead\n")
 	}
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cpuModel() string {

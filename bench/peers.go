@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"embed"
 	"errors"
 	"fmt"
 	"io"
@@ -10,18 +10,85 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"text/template"
 	"time"
 )
 
-// peer is one path under test: direct (the load talks to the echo
-// backend), nginx, or authgate. pid is the process whose CPU and memory
-// are measured (nginx's worker, authgate's only process; 0 for direct).
+// peerDef is a benchmark peer as data (STYLE 9): its config template under
+// bench/peers/, the one line that starts it, and the tests it takes. The
+// harness treats every peer alike: it renders the template into the
+// instance's own directory, runs the line pinned to core 1 (taskset) with
+// stdout and stderr going to a file there, waits for the port, measures
+// the process and its descendants from /proc, and stops it with SIGTERM
+// (SIGKILL after 10 s, and Pdeathsig if the bench dies).
+//
+// Fields of the line, the environment and the template: {bin} {conf}
+// {dir} {listen} {port} {upstream} {secret} {root} (the module root);
+// the template sees the instance struct.
+type peerDef struct {
+	name    string
+	bin     string // on PATH or in /usr/sbin; "./pkg" is built from the module with go build
+	conf    string // template file in bench/peers/, "" for none
+	run     string // the line that starts it ('...' quotes a word)
+	env     string // extra environment, space-separated
+	probe   string // a line that must succeed for the peer to count as installed
+	tests   string // the tests it takes
+	note    string // why it skips the others
+	install string // what to run when it is missing
+}
+
+var peerDefs = []peerDef{
+	{name: "nginx", bin: "nginx", conf: "nginx.conf", run: "{bin} -p {dir} -c {conf} -e {dir}/error.log", tests: "upgrade,tls,echo64,echo64k,idle,storm", install: "apt-get install -y nginx"},
+	{name: "haproxy", bin: "haproxy", conf: "haproxy.cfg", run: "{bin} -db -f {conf}", tests: "upgrade,tls,echo64,echo64k,idle", install: "apt-get install -y haproxy"},
+	{name: "caddy", bin: "caddy", conf: "Caddyfile", run: "{bin} run --adapter caddyfile --config {conf}", env: "GOMAXPROCS=1 HOME={dir} XDG_CONFIG_HOME={dir} XDG_DATA_HOME={dir}", tests: "upgrade,tls,echo64,echo64k,idle", install: "apt-get install -y caddy"},
+	{name: "copier", bin: "./bench/copier", run: "{bin} -listen {listen} -upstream {upstream}", env: "GOMAXPROCS=1", tests: "upgrade,echo64,echo64k", note: "plain TCP upstreams only; no idle test: Go's splice holds a pipe per waiting direction, six descriptors per idle connection"},
+	{name: "authgate", bin: "./cmd/authgate", conf: "authgate.yaml", run: "{bin} serve --config {conf}", env: "GOMAXPROCS=1 BENCH_JWT_SECRET={secret}", tests: "upgrade,tls,echo64,echo64k,idle,storm"},
+	// The reconnect storm's status quo: the e2e FastAPI backend with the
+	// seed's UUID shim, rejecting (uvicorn, one process, Debian's Python).
+	{name: "backend", bin: "/usr/bin/python3", run: "{bin} -m uvicorn app:app --app-dir {root}/e2e/backend --host 127.0.0.1 --port {port} --no-access-log --log-level warning", env: "JWT_SECRET={secret} LEGACY_UUID=reject", probe: "{bin} -c 'import fastapi, uvicorn, jwt, websockets'", tests: "storm", install: "apt-get install -y python3-fastapi python3-uvicorn python3-websockets python3-jwt"},
+}
+
+// stormUpstream is what the storm's proxies forward the JWT clients to:
+// the same FastAPI backend without the shim (what it becomes behind
+// authgate), pinned to core 0 with the load.
+var stormUpstream = peerDef{name: "fastapi", bin: "/usr/bin/python3", run: "{bin} -m uvicorn app:app --app-dir {root}/e2e/backend --host 127.0.0.1 --port {port} --no-access-log --log-level warning", env: "JWT_SECRET={secret}", probe: "{bin} -c 'import fastapi, uvicorn, jwt, websockets'"}
+
+//go:embed peers
+var peerFiles embed.FS
+
+func findPeerDef(name string) (peerDef, bool) {
+	i := slices.IndexFunc(peerDefs, func(d peerDef) bool { return d.name == name })
+	if i < 0 {
+		return peerDef{}, false
+	}
+	return peerDefs[i], true
+}
+
+func (d peerDef) takes(test string) bool { return slices.Contains(strings.Split(d.tests, ","), test) }
+
+// instance is what a peer's template and line are filled with.
+type instance struct {
+	Port     int
+	Listen   string // 127.0.0.1:Port
+	Dir      string // the instance's own directory
+	Upstream string // host:port of the backend it forwards to
+	TLS      bool   // the upstream speaks TLS (CA: the test CA to verify it with)
+	CA       string
+	Storm    bool // turn legacy UUID tokens away (the reconnect storm)
+	MaxConn  int  // connections within RLIMIT_NOFILE (two descriptors each)
+	Nofile   int  // RLIMIT_NOFILE
+}
+
+// peer is one running instance. pid is the process started; its CPU and
+// memory are measured with its descendants' (nginx's worker). base is
+// ws://127.0.0.1:PORT; for direct, the echo backend and pid 0.
 type peer struct {
 	name string
-	base string // ws://127.0.0.1:PORT
+	base string
 	pid  int
 	stop func()
 	// profile control of the in-process authgate (-profile), or nil.
@@ -43,16 +110,20 @@ func (p *peer) hooks(path func() string) windowHooks {
 
 // env is what every peer needs.
 type env struct {
-	dir      string // temp dir for configs, logs, pid files
-	backend  string // echo backend host:port
-	authgate string // built binary
-	self     string // this executable (for -profile's in-process authgate)
-	nginx    string // nginx binary, "" when not installed
-	taskset  string // taskset binary, "" when not installed
+	root     string            // module root
+	dir      string            // temp dir for configs, logs, pid files
+	backend  string            // echo backend host:port (plain)
+	tlsAddr  map[string]string // TLS echo listeners: "tls", "tls-nores" -> host:port
+	pki      testPKI
+	echoCtl  *echoControl
+	bins     map[string]string // peer -> binary (resolved or built)
+	self     string            // this executable
+	taskset  string            // taskset binary, "" when not installed
 	secret   string
 	profile  bool
-	seq      int   // instances started, for unique file names
+	seq      int   // instances started, for unique directories
 	loadPIDs []int // the load side's processes, for meter
+	nofile   int
 }
 
 // pinned returns argv run on core cpu when taskset is available.
@@ -61,6 +132,223 @@ func (e *env) pinned(cpu string, argv ...string) []string {
 		return argv
 	}
 	return append([]string{e.taskset, "-c", cpu}, argv...)
+}
+
+// resolve finds or builds the binaries of the peers asked for; a peer
+// that is not installed is dropped with a message saying how to install
+// it.
+func (e *env) resolve(defs []peerDef, w io.Writer) ([]peerDef, error) {
+	var ok []peerDef
+	for _, d := range defs {
+		bin, err := e.binary(d)
+		if err != nil {
+			return nil, err
+		}
+		if bin == "" {
+			fmt.Fprintf(w, "NOTE: %s not found: the %s peer is skipped.", d.bin, d.name)
+			if d.install != "" {
+				fmt.Fprintf(w, " Install it with: apt-get update && %s", d.install)
+			}
+			fmt.Fprintln(w)
+			continue
+		}
+		e.bins[d.name] = bin
+		ok = append(ok, d)
+	}
+	return ok, nil
+}
+
+func (e *env) binary(d peerDef) (string, error) {
+	if b, ok := e.bins[d.name]; ok {
+		return b, nil
+	}
+	if strings.HasPrefix(d.bin, "./") {
+		out := filepath.Join(e.dir, filepath.Base(d.bin))
+		if _, err := os.Stat(out); err == nil {
+			return out, nil
+		}
+		build := exec.Command("go", "build", "-o", out, d.bin)
+		build.Dir = e.root
+		if b, err := build.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %w\n%s", d.bin, err, b)
+		}
+		return out, nil
+	}
+	bin := d.bin
+	if !filepath.IsAbs(bin) {
+		if p, err := exec.LookPath(bin); err == nil {
+			bin = p
+		} else if _, err := os.Stat("/usr/sbin/" + bin); err == nil {
+			bin = "/usr/sbin/" + bin
+		} else {
+			return "", nil
+		}
+	} else if _, err := os.Stat(bin); err != nil {
+		return "", nil
+	}
+	if d.probe != "" {
+		argv := splitLine(expand(d.probe, map[string]string{"bin": bin}))
+		if err := exec.Command(argv[0], argv[1:]...).Run(); err != nil {
+			return "", nil
+		}
+	}
+	return bin, nil
+}
+
+// version is the first line a peer's program prints about itself, for the
+// header.
+func version(name, bin string) string {
+	var args []string
+	switch name {
+	case "nginx":
+		args = []string{"-v"}
+	case "haproxy":
+		args = []string{"-v"}
+	case "caddy":
+		args = []string{"version"}
+	case "backend":
+		args = []string{"-c", "import fastapi, uvicorn, sys; print('FastAPI', fastapi.__version__, 'uvicorn', uvicorn.__version__, 'Python', sys.version.split()[0])"}
+	default:
+		return ""
+	}
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+// start runs one instance of d pinned to cpu.
+func (e *env) start(d peerDef, inst instance, cpu string) (*peer, error) {
+	e.seq++
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	inst.Port, inst.Listen = port, fmt.Sprintf("127.0.0.1:%d", port)
+	inst.Dir = filepath.Join(e.dir, fmt.Sprintf("%s-%d", d.name, e.seq))
+	inst.Nofile, inst.MaxConn = e.nofile, (e.nofile-1000)/2
+	if err := os.MkdirAll(inst.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	os.Chmod(inst.Dir, 0o755) // nginx's workers run as another user
+	bin := e.bins[d.name]
+	if bin == "" {
+		if bin, err = e.binary(d); err != nil || bin == "" {
+			return nil, fmt.Errorf("%s: no binary (%v)", d.name, err)
+		}
+	}
+	fields := map[string]string{"bin": bin, "dir": inst.Dir, "listen": inst.Listen, "port": strconv.Itoa(port),
+		"upstream": inst.Upstream, "secret": e.secret, "root": e.root}
+	if d.conf != "" {
+		conf, err := e.render(d.conf, inst)
+		if err != nil {
+			return nil, err
+		}
+		fields["conf"] = conf
+	}
+	run, envs := d.run, d.env
+	if d.name == "authgate" && e.profile {
+		// -profile: the same proxy.Run in this program, role "inproc",
+		// which CPU-profiles the windows it is told about on stdin.
+		fields["bin"] = e.self
+		run, envs = "{bin} {conf}", envs+" "+roleEnv+"=inproc"
+	}
+	argv := e.pinned(cpu, splitLine(expand(run, fields))...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = inst.Dir
+	cmd.Env = os.Environ()
+	for _, kv := range strings.Fields(envs) {
+		cmd.Env = append(cmd.Env, expand(kv, fields))
+	}
+	logPath := filepath.Join(inst.Dir, "stdout.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var ctl io.WriteCloser
+	if d.name == "authgate" && e.profile {
+		if ctl, err = cmd.StdinPipe(); err != nil {
+			logf.Close()
+			return nil, err
+		}
+	}
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.name, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+		terminate(cmd, exited)
+	}
+	if err := waitListening(inst.Listen, 20*time.Second, exited); err != nil {
+		stop()
+		out, _ := os.ReadFile(logPath)
+		elog, _ := os.ReadFile(filepath.Join(inst.Dir, "error.log"))
+		return nil, fmt.Errorf("%s (%s): %w\n%s%s", d.name, strings.Join(argv, " "), err, out, elog)
+	}
+	p := &peer{name: d.name, base: "ws://" + inst.Listen, pid: cmd.Process.Pid, stop: stop}
+	if ctl != nil {
+		p.ctl = ctl
+	}
+	return p, nil
+}
+
+// render fills a template from bench/peers/ into the instance's directory.
+func (e *env) render(name string, inst instance) (string, error) {
+	src, err := peerFiles.ReadFile("peers/" + name)
+	if err != nil {
+		return "", err
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return "", fmt.Errorf("bench/peers/%s: %w", name, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, inst); err != nil {
+		return "", fmt.Errorf("bench/peers/%s: %w", name, err)
+	}
+	path := filepath.Join(inst.Dir, name)
+	return path, os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// expand replaces {field} in s.
+func expand(s string, fields map[string]string) string {
+	for k, v := range fields {
+		s = strings.ReplaceAll(s, "{"+k+"}", v)
+	}
+	return s
+}
+
+// splitLine splits a command line at spaces; '...' quotes a word.
+func splitLine(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			in, have = !in, true
+		case r == ' ' && !in:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
 }
 
 func freePort() (int, error) {
@@ -90,254 +378,24 @@ func waitListening(addr string, d time.Duration, exited <-chan struct{}) error {
 	return fmt.Errorf("%s not listening after %s", addr, d)
 }
 
-// authgateConfig is a realistic config (modelled on config.yaml): the
-// PAM WebSocket route verifying HS256 JWTs from ?token=, UUID rewrite
-// stages, every decision logged as JSON (to the process's stdout, which
-// is a file on disk). Differences from config.yaml: loopback listener,
-// no admin listener, rate limiting off.
-const authgateConfig = `listen: "127.0.0.1:%d"
-admin_listen: ""
-health_path: /healthz
-shutdown_timeout: 5s
-trusted_proxies: []
-upstream:
-  url: "http://%s"
-  host_header: upstream
-  dial_timeout: 5s
-verify:
-  hs256_secret: "${BENCH_JWT_SECRET}"
-  algorithms: [HS256]
-  audience: authenticated
-  leeway: 30s
-mint:
-  hs256_secret: "${BENCH_JWT_SECRET}"
-  ttl: 5m
-  issuer: authgate
-  audience: authenticated
-  claims: {role: authenticated}
-log:
-  level: info
-  format: json
-  user_ids: plain
-routes:
-  - name: pam-ws
-    match: {path: /api/v1/pam/ws, websocket: true}
-    token:
-      from: [query:token, header:authorization, protocol, cookie:sb-access-token]
-      forward: same
-    reject_with: close
-    policy:
-      jwt: pass
-      jwt_expired: reject
-      jwt_invalid: reject
-      malformed: reject
-      missing: reject
-      uuid:
-        - {until: 2099-12-15, action: rewrite}
-        - {action: reject, dry_run: true, otherwise: rewrite}
-    close_on_expiry: true
-    revoke_open: true
-  - name: api
-    match: {prefix: /api/, websocket: false}
-    token:
-      from: [header:authorization]
-      forward: same
-    policy:
-      jwt: pass
-      jwt_expired: reject
-      jwt_invalid: reject
-      malformed: reject
-      missing: pass
-      uuid: [{action: reject}]
-unmatched: pass
-rate_limit:
-  per_minute: 0
-`
-
-// startAuthgate runs `authgate serve` pinned to core 1 with GOMAXPROCS=1,
-// its JSON log going to a file; with e.profile, the same proxy.Run in a
-// re-executed bench process (role "inproc") that CPU-profiles on request.
-// The baseline peer is the -baseline binary, run the same way (never
-// in-process).
-func (e *env) startAuthgate() (*peer, error) {
-	if e.profile {
-		return e.runAuthgate("authgate", e.self, true)
+// tree is pid and its descendants now (nginx's master and worker).
+func tree(pid int) []int {
+	if pid == 0 {
+		return nil
 	}
-	return e.runAuthgate("authgate", e.authgate, false)
-}
-
-// runAuthgate starts the authgate binary bin (or, inproc, the bench itself
-// in role "inproc") as peer name.
-func (e *env) runAuthgate(name, bin string, inproc bool) (*peer, error) {
-	e.seq++
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(e.dir, fmt.Sprintf("authgate-%d.yaml", e.seq))
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, authgateConfig, port, e.backend), 0o600); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(e.dir, fmt.Sprintf("authgate-%d.log", e.seq))
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	var argv []string
-	if inproc {
-		argv = e.pinned("1", bin, cfg)
-	} else {
-		argv = e.pinned("1", bin, "serve", "--config", cfg)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "BENCH_JWT_SECRET="+e.secret)
-	if inproc {
-		cmd.Env = append(cmd.Env, roleEnv+"=inproc", "BENCH_LOG="+logPath)
-	}
-	cmd.Stdout = logf
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var ctl io.WriteCloser
-	if inproc {
-		if ctl, err = cmd.StdinPipe(); err != nil {
-			return nil, err
+	out := []int{pid}
+	for i := 0; i < len(out) && i < 64; i++ {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
+		for _, t := range tasks {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], t.Name()))
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					out = append(out, c)
+				}
+			}
 		}
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	logf.Close()
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	stop := func() {
-		if ctl != nil {
-			ctl.Close()
-		}
-		terminate(cmd, exited)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr, 15*time.Second, exited); err != nil {
-		stop()
-		return nil, fmt.Errorf("%s: %w\n%s", name, err, stderr.String())
-	}
-	p := &peer{name: name, base: "ws://" + addr, pid: cmd.Process.Pid, stop: stop}
-	if ctl != nil {
-		p.ctl = ctl
-	}
-	return p, nil
-}
-
-// nginxConfig: Debian's nginx, one worker, proxy_http_version 1.1, the
-// Upgrade/Connection headers, default buffers, a long read timeout.
-// access_log off (authgate logs every decision; nginx logs nothing per
-// request here, which favours nginx). worker_connections is raised for
-// the 5,000-connection idle test (two sockets per proxied connection).
-const nginxConfig = `worker_processes 1;
-worker_rlimit_nofile 20000;
-error_log %[1]s/error.log warn;
-pid %[1]s/nginx.pid;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    server {
-        listen 127.0.0.1:%[2]d;
-        location / {
-            proxy_pass http://%[3]s;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_read_timeout 3600s;
-        }
-    }
-}
-`
-
-// startNginx runs nginx in the foreground (daemon off; master and one
-// worker) with a generated config in its own directory, pinned to core 1.
-func (e *env) startNginx() (*peer, error) {
-	e.seq++
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(e.dir, fmt.Sprintf("nginx-%d", e.seq))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	os.Chmod(dir, 0o755)
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConfig, dir, port, e.backend), 0o644); err != nil {
-		return nil, err
-	}
-	argv := e.pinned("1", e.nginx, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	stop := func() { terminate(cmd, exited) } // SIGTERM: nginx's fast shutdown, workers too
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr, 10*time.Second, exited); err != nil {
-		stop()
-		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		return nil, fmt.Errorf("nginx: %w\n%s%s", err, out.String(), log)
-	}
-	worker, err := childPID(cmd.Process.Pid, 5*time.Second)
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("nginx worker: %w", err)
-	}
-	return &peer{name: "nginx", base: "ws://" + addr, pid: worker, stop: stop}, nil
-}
-
-// childPID waits for pid's one child (nginx's worker) to appear.
-func childPID(pid int, d time.Duration) (int, error) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		if err != nil {
-			return 0, err
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			return strconv.Atoi(f[0])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return 0, errors.New("no worker process")
-}
-
-// startEcho runs the echo backend: this executable in role "echo",
-// inheriting the bench process's pinning to core 0.
-func startEcho(self string) (addr string, pid int, stop func(), err error) {
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"=echo")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, err
-	}
-	stop = func() { cmd.Process.Kill(); cmd.Wait() }
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		stop()
-		return "", 0, nil, fmt.Errorf("echo backend: %w", err)
-	}
-	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+	return out
 }
 
 // cpuTimes is a process's CPU time: utime and stime from /proc/PID/stat
@@ -367,12 +425,23 @@ func procCPU(pid int) cpuTimes {
 	return cpuTimes{time.Duration(ut) * 10 * time.Millisecond, time.Duration(st) * 10 * time.Millisecond}
 }
 
-// meter samples the CPU of the proxy under test and of the load side: the
-// load generator (this process) and the echo backend, which share the
-// other core. The load side's CPU per operation shows what a proxy costs
-// the processes around it (for example, cross-core wake-ups and cache
-// misses on payloads another core wrote), which the proxy's own CPU does
-// not show.
+// treeCPU is the CPU time of pid and its descendants.
+func treeCPU(pid int) cpuTimes {
+	var c cpuTimes
+	for _, p := range tree(pid) {
+		t := procCPU(p)
+		c.user += t.user
+		c.sys += t.sys
+	}
+	return c
+}
+
+// meter samples the CPU of the proxy under test (with its descendants)
+// and of the load side: the load generator (this process) and the echo
+// backend, which share the other core. The load side's CPU per operation
+// shows what a proxy costs the processes around it (for example,
+// cross-core wake-ups and cache misses on payloads another core wrote),
+// which the proxy's own CPU does not show.
 type meter struct {
 	proxy int   // 0: none (the direct path)
 	load  []int // empty: not measured (-profile runs authgate in-process)
@@ -384,14 +453,26 @@ type cpuSample struct {
 }
 
 func (m meter) sample() cpuSample {
-	s := cpuSample{proxy: procCPU(m.proxy)}
+	s := cpuSample{proxy: treeCPU(m.proxy)}
 	for _, pid := range m.load {
 		s.load += procCPU(pid).total()
 	}
 	return s
 }
 
-// procRSS is VmRSS of pid in KiB, from /proc/PID/status.
+// treeRSS is VmRSS of pid and its descendants in KiB, from /proc/PID/status.
+func treeRSS(pid int) (int64, error) {
+	var sum int64
+	for i, p := range tree(pid) {
+		v, err := procRSS(p)
+		if err != nil && i == 0 {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 func procRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -14,16 +11,19 @@ import (
 
 // results holds every run's figures.
 type results struct {
-	echo      map[string]map[string][]echoResult // test -> peer -> runs
-	idle      map[string][]idleResult            // peer -> runs
-	decide    []decideResult
-	report    *reportResult
-	reportOut string
+	echo          map[string]map[string][]echoResult // test -> peer -> runs
+	idle          map[string][]idleResult            // peer -> runs
+	storm         map[string][]stormResult           // peer -> runs
+	stormUpstream string
+	decide        []decideResult
+	report        *reportResult
+	reportOut     string
 }
 
 func (r *results) init() {
 	r.echo = map[string]map[string][]echoResult{}
 	r.idle = map[string][]idleResult{}
+	r.storm = map[string][]stormResult{}
 }
 
 func (r *results) add(test, peer string, e echoResult) {
@@ -33,172 +33,96 @@ func (r *results) add(test, peer string, e echoResult) {
 	r.echo[test][peer] = append(r.echo[test][peer], e)
 }
 
-func rotate(s []string, n int) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	n %= len(s)
-	return append(slices.Clone(s[n:]), s[:n]...)
-}
+// refPeers are the proxies a user would pick instead: "best peer" is the
+// best of them in the run, per figure (SPEC "Performance").
+var refPeers = []string{"nginx", "haproxy", "caddy"}
 
-var loadTests = []struct {
-	name  string
-	size  int // 0: upgrade
-	label string
-}{
-	{"upgrade", 0, "upgrade"},
-	{"echo64", 64, "echo 64 B"},
-	{"echo64k", 64 << 10, "echo 64 KiB"},
-}
-
-// runProxyTests runs the upgrade and echo tests against long-lived peers
-// and the idle test against fresh ones, interleaving peers (their order
-// rotates every run).
-func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *results) error {
-	progress := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
-	start := func(name string) (*peer, error) {
-		switch name {
-		case "nginx":
-			return e.startNginx()
-		case "authgate":
-			return e.startAuthgate()
-		case "baseline":
-			return e.runAuthgate("baseline", cfg.baseline, false)
-		}
-		return &peer{name: "direct", base: "ws://" + e.backend, stop: func() {}}, nil
-	}
-	if cfg.only["upgrade"] || cfg.only["echo64"] || cfg.only["echo64k"] {
-		peers := map[string]*peer{}
-		defer func() {
-			for _, p := range peers {
-				p.stop()
-			}
-		}()
-		for _, name := range cfg.peers {
-			p, err := start(name)
-			if err != nil {
-				return err
-			}
-			peers[name] = p
-		}
-		for r := range cfg.runs {
-			for _, t := range loadTests {
-				if !cfg.only[t.name] {
-					continue
-				}
-				for _, name := range rotate(cfg.peers, r) {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					p := peers[name]
-					hooks := p.hooks(func() string {
-						return filepath.Join(cfg.profile, fmt.Sprintf("%s-run%d.pprof", t.name, r+1))
-					})
-					var er echoResult
-					var err error
-					if t.size == 0 {
-						er, err = upgradeRun(ctx, p.base, tk, cfg.upConns, cfg.dur, meter{p.pid, e.loadPIDs}, hooks)
-					} else {
-						conns := cfg.smallConns
-						if t.size > 4096 {
-							conns = cfg.largeConns
-						}
-						er, err = echoRun(ctx, p.base, tk, conns, t.size, cfg.warm, cfg.dur, meter{p.pid, e.loadPIDs}, hooks)
-					}
-					if err != nil {
-						return fmt.Errorf("%s via %s (run %d): %w", t.name, name, r+1, err)
-					}
-					progress("run %d  %-8s %-9s %9.0f ops/s  p50 %8s  p99 %8s  cpu %6s  errors %d",
-						r+1, t.name, name, float64(er.msgs)/er.elapsed.Seconds(), er.p50.Round(time.Microsecond), er.p99.Round(time.Microsecond), er.cpu, er.errs)
-					res.add(t.name, name, er)
-					time.Sleep(300 * time.Millisecond)
-				}
-			}
-		}
-	}
-	if cfg.only["idle"] {
-		var proxies []string
-		for _, p := range cfg.peers {
-			if p != "direct" {
-				proxies = append(proxies, p)
-			}
-		}
-		for r := range cfg.runs {
-			for _, name := range rotate(proxies, r) {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				p, err := start(name)
-				if err != nil {
-					return err
-				}
-				// Warm up: a few connection lifetimes and echoes, so the
-				// "before" figure is a running proxy's, not a cold one's.
-				_, err = echoRun(ctx, p.base, tk, 32, 64, 200*time.Millisecond, 300*time.Millisecond, meter{}, noHooks())
-				time.Sleep(500 * time.Millisecond)
-				rest := time.Duration(0)
-				if name == "authgate" || name == "baseline" {
-					rest = cfg.idleRest
-				}
-				var ir idleResult
-				if err == nil {
-					ir, err = idleRun(ctx, p.base, tk, cfg.idleConns, cfg.idleSettle, rest, p.pid, func() {
-						if p.ctl != nil { // -profile: what the idle connections hold
-							fmt.Fprintf(p.ctl, "heap %s\n", filepath.Join(cfg.profile, fmt.Sprintf("heap-idle-run%d.pprof", r+1)))
-							time.Sleep(2 * time.Second)
-						}
-					})
-				}
-				p.stop()
-				if err != nil {
-					return fmt.Errorf("idle via %s (run %d): %w", name, r+1, err)
-				}
-				progress("run %d  idle     %-9s before %d KiB, +%s %d KiB, rested %d KiB (%d conns)",
-					r+1, name, ir.before, cfg.idleSettle, ir.settled, ir.rested, ir.conns)
-				res.idle[name] = append(res.idle[name], ir)
-			}
-		}
-	}
-	return nil
-}
-
-// allPeers in table order; "baseline" only runs with -baseline.
-var allPeers = []string{"direct", "nginx", "authgate", "baseline"}
-
-// row is one line of the table: a metric's median per peer.
+// row is one line of a table: a metric's median per peer.
 type row struct {
 	test, metric string
 	v            map[string]float64 // peer -> median; missing = n/a
+	better       int                // +1 higher is better, -1 lower, 0 neither (no best peer)
 	bar          string
 }
 
+// best is the best reference peer's name and value in the row.
+func (rw row) best() (string, float64, bool) {
+	name, val, ok := "", 0.0, false
+	for _, p := range refPeers {
+		v, has := rw.v[p]
+		if !has || math.IsNaN(v) || rw.better == 0 {
+			continue
+		}
+		if !ok || float64(rw.better)*(v-val) > 0 {
+			name, val, ok = p, v, true
+		}
+	}
+	return name, val, ok
+}
+
+// bar renders "OPkx WHO: met (RATIO)" for authgate against a peer or, for
+// "best", the best reference peer.
+func (rw row) barAgainst(who, op string, k float64) string {
+	a, ok1 := rw.v["authgate"]
+	b, ok2 := rw.v[who]
+	label := who
+	if who == "best" {
+		var name string
+		name, b, ok2 = rw.best()
+		label = "best (" + name + ")"
+		if !ok2 {
+			label = "best peer"
+		}
+	}
+	if !ok1 || !ok2 || b == 0 || math.IsNaN(a) {
+		return fmt.Sprintf("%s%gx %s: n/a", op, k, label)
+	}
+	ok := a >= k*b
+	if op == "<=" {
+		ok = a <= k*b
+	}
+	return fmt.Sprintf("%s%gx %s: %s (%.2fx)", op, k, label, yes(ok), a/b)
+}
+
+func joinBars(b ...string) string { return strings.Join(b, "; ") }
+
+func yes(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
 func (r *results) rows(cfg config) []row {
 	var rows []row
-	med := func(test, peer string, f func(echoResult) float64) (float64, bool) {
-		runs := r.echo[test][peer]
-		if len(runs) == 0 {
-			return 0, false
-		}
-		v := make([]float64, len(runs))
-		for i, e := range runs {
-			v[i] = f(e)
-		}
-		return median(v), true
-	}
-	metric := func(test, label, name string, proxiesOnly bool, f func(echoResult) float64) row {
-		rw := row{test: label, metric: name, v: map[string]float64{}}
-		for _, p := range allPeers {
+	metric := func(test, label, name string, better int, proxiesOnly bool, f func(echoResult) float64) row {
+		rw := row{test: label, metric: name, v: map[string]float64{}, better: better}
+		for p, runs := range r.echo[test] {
 			if proxiesOnly && p == "direct" {
 				continue
 			}
-			if m, ok := med(test, p, f); ok && !math.IsNaN(m) {
-				rw.v[p] = m
+			v := make([]float64, 0, len(runs))
+			for _, e := range runs {
+				if x := f(e); !math.IsNaN(x) {
+					v = append(v, x)
+				}
+			}
+			if len(v) > 0 {
+				rw.v[p] = median(v)
 			}
 		}
 		return rw
 	}
 	rate := func(e echoResult) float64 { return float64(e.msgs) / e.elapsed.Seconds() }
-	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 	cpuPer := func(e echoResult) float64 {
 		if e.msgs == 0 {
 			return math.NaN()
@@ -220,8 +144,8 @@ func (r *results) rows(cfg config) []row {
 		return us(e.load) / float64(e.msgs)
 	}
 	cpuRows := func(test, per string) []row {
-		rs := []row{metric(test, "", "CPU/"+per+" us", true, cpuPer), metric(test, "", "  kernel %", true, kernel)}
-		if l := metric(test, "", "load CPU/"+per+" us", false, loadPer); len(l.v) > 0 {
+		rs := []row{metric(test, "", "CPU/"+per+" us", -1, true, cpuPer), metric(test, "", "  kernel %", 0, true, kernel)}
+		if l := metric(test, "", "load CPU/"+per+" us", -1, false, loadPer); len(l.v) > 0 {
 			rs = append(rs, l)
 		}
 		return rs
@@ -231,16 +155,42 @@ func (r *results) rows(cfg config) []row {
 			continue
 		}
 		if t.size == 0 {
-			label := fmt.Sprintf("upgrade x%d", cfg.upConns)
-			a := metric(t.name, label, "upgrades/s", false, rate)
-			a.bar = barRatio(a, "nginx", ">=", 0.95)
+			label := fmt.Sprintf("%s x%d", t.label, cfg.upConns)
+			a := metric(t.name, label, "upgrades/s", +1, false, rate)
+			cpus := cpuRows(t.name, "upgrade")
+			if t.name != "tls-nores" {
+				a.bar = a.barAgainst("best", ">=", 0.95)
+				cpus[0].bar = cpus[0].barAgainst("best", "<=", 1.4)
+			}
 			rows = append(rows, a)
-			rows = append(rows, cpuRows(t.name, "upgrade")...)
+			rows = append(rows, cpus...)
 			rows = append(rows,
-				metric(t.name, "", "p50 ms", false, func(e echoResult) float64 { return us(e.p50) / 1e3 }),
-				metric(t.name, "", "p99 ms", false, func(e echoResult) float64 { return us(e.p99) / 1e3 }),
-				metric(t.name, "", "errors", false, func(e echoResult) float64 { return float64(e.errs) }),
-			)
+				metric(t.name, "", "p50 ms", -1, false, func(e echoResult) float64 { return us(e.p50) / 1e3 }),
+				metric(t.name, "", "p99 ms", -1, false, func(e echoResult) float64 { return us(e.p99) / 1e3 }))
+			if t.upstream != "" {
+				rows = append(rows, metric(t.name, "", "TLS resumed %", 0, true, func(e echoResult) float64 {
+					if e.full+e.resumed == 0 {
+						return math.NaN()
+					}
+					return 100 * float64(e.resumed) / float64(e.full+e.resumed)
+				}))
+			}
+			if t.name == "tls-nores" && r.echo["tls"] != nil {
+				// What resumption saves each peer: CPU per upgrade with
+				// it over CPU per upgrade without it.
+				with, without := metric("tls", "", "", -1, true, cpuPer), metric(t.name, "", "", -1, true, cpuPer)
+				rw := row{metric: "CPU resumed/full", v: map[string]float64{}}
+				for p, v := range with.v {
+					if w, ok := without.v[p]; ok && w > 0 {
+						rw.v[p] = v / w
+					}
+				}
+				if v, ok := rw.v["authgate"]; ok {
+					rw.bar = fmt.Sprintf("resumption shows (<=0.9x): %s (%.2fx)", yes(v <= 0.9), v)
+				}
+				rows = append(rows, rw)
+			}
+			rows = append(rows, metric(t.name, "", "errors", 0, false, func(e echoResult) float64 { return float64(e.errs) }))
 			continue
 		}
 		conns := cfg.smallConns
@@ -248,47 +198,47 @@ func (r *results) rows(cfg config) []row {
 			conns = cfg.largeConns
 		}
 		label := fmt.Sprintf("%s x%d", t.label, conns)
-		msgs := metric(t.name, label, "msgs/s", false, rate)
-		mbs := metric(t.name, "", "MB/s", false, func(e echoResult) float64 { return rate(e) * float64(t.size) / 1e6 })
+		msgs := metric(t.name, label, "msgs/s", +1, false, rate)
+		mbs := metric(t.name, "", "MB/s", +1, false, func(e echoResult) float64 { return rate(e) * float64(t.size) / 1e6 })
 		cpus := cpuRows(t.name, "msg")
-		cpu := &cpus[0]
 		if t.size == 64 {
-			msgs.bar = barRatio(msgs, "nginx", ">=", 1.0)
-			cpu.bar = barRatio(*cpu, "nginx", "<=", 1.0)
+			msgs.bar = msgs.barAgainst("best", ">=", 1.0)
+			cpus[0].bar = cpus[0].barAgainst("best", "<=", 1.1)
 		} else {
-			msgs.bar = barRatio(msgs, "nginx", ">=", 2.0) + "; " + barRatio(msgs, "direct", ">=", 0.85)
+			msgs.bar = joinBars(msgs.barAgainst("best", ">=", 1.05), msgs.barAgainst("copier", ">=", 0.95))
 		}
 		rows = append(rows, msgs, mbs,
-			metric(t.name, "", "p50 us", false, func(e echoResult) float64 { return us(e.p50) }),
-			metric(t.name, "", "p99 us", false, func(e echoResult) float64 { return us(e.p99) }))
+			metric(t.name, "", "p50 us", -1, false, func(e echoResult) float64 { return us(e.p50) }),
+			metric(t.name, "", "p99 us", -1, false, func(e echoResult) float64 { return us(e.p99) }))
 		rows = append(rows, cpus...)
-		rows = append(rows, metric(t.name, "", "errors", false, func(e echoResult) float64 { return float64(e.errs) }))
+		rows = append(rows, metric(t.name, "", "errors", 0, false, func(e echoResult) float64 { return float64(e.errs) }))
 	}
 	if len(r.idle) > 0 {
 		n := 0
-		settled := row{test: "", metric: fmt.Sprintf("RSS/conn KiB +%s", cfg.idleSettle), v: map[string]float64{}}
-		final := row{test: "", metric: "RSS/conn KiB", v: map[string]float64{}}
+		settled := row{metric: fmt.Sprintf("RSS/conn KiB +%s", cfg.idleSettle), v: map[string]float64{}, better: -1}
+		final := row{metric: "RSS/conn KiB steady", v: map[string]float64{}, better: -1}
 		for p, runs := range r.idle {
 			var s, f []float64
 			for _, ir := range runs {
 				n = ir.conns
 				s = append(s, float64(ir.settled-ir.before)/float64(ir.conns))
-				end := ir.settled
 				if ir.rested != 0 {
-					end = ir.rested
+					f = append(f, float64(ir.rested-ir.before)/float64(ir.conns))
 				}
-				f = append(f, float64(end-ir.before)/float64(ir.conns))
 			}
-			settled.v[p], final.v[p] = median(s), median(f)
+			settled.v[p] = median(s)
+			if len(f) > 0 {
+				final.v[p] = median(f)
+			}
 		}
-		final.test = fmt.Sprintf("idle x%d", n)
-		if cfg.idleRest > cfg.idleSettle {
-			final.metric = fmt.Sprintf("RSS/conn KiB (ag +%s)", cfg.idleRest)
+		settled.test = fmt.Sprintf("idle x%d", n)
+		settled.bar = settled.barAgainst("haproxy", "<=", 1.5)
+		rows = append(rows, settled)
+		if len(final.v) > 0 {
+			final.metric = fmt.Sprintf("RSS/conn KiB +%s", cfg.idleRest)
+			final.bar = final.barAgainst("haproxy", "<=", 1.5)
+			rows = append(rows, final)
 		}
-		if v, ok := final.v["authgate"]; ok {
-			final.bar = fmt.Sprintf("<=12 KiB: %s", yes(v <= 12))
-		}
-		rows = append(rows, final, settled)
 	}
 	for i, d := range r.decide {
 		label := ""
@@ -315,25 +265,53 @@ func (r *results) rows(cfg config) []row {
 	return rows
 }
 
-func yes(ok bool) string {
-	if ok {
-		return "met"
+// stormRows is the reconnect storm's table.
+func (r *results) stormRows(cfg config) []row {
+	if len(r.storm) == 0 {
+		return nil
 	}
-	return "NOT met"
-}
-
-// barRatio renders "authgate OP k x peer: met" for a row.
-func barRatio(rw row, peer, op string, k float64) string {
-	a, ok1 := rw.v["authgate"]
-	b, ok2 := rw.v[peer]
-	if !ok1 || !ok2 || b == 0 {
-		return fmt.Sprintf("%s%.2gx %s: n/a", op, k, peer)
+	metric := func(name string, better int, f func(stormResult) float64) row {
+		rw := row{metric: name, v: map[string]float64{}, better: better}
+		for p, runs := range r.storm {
+			v := make([]float64, 0, len(runs))
+			for _, s := range runs {
+				if x := f(s); !math.IsNaN(x) {
+					v = append(v, x)
+				}
+			}
+			if len(v) > 0 {
+				rw.v[p] = median(v)
+			}
+		}
+		return rw
 	}
-	ok := a >= k*b
-	if op == "<=" {
-		ok = a <= k*b
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	rate := metric("rejections/s", +1, func(s stormResult) float64 { return float64(s.rejections) / s.elapsed.Seconds() })
+	rate.test = fmt.Sprintf("storm %d+%d", cfg.storm.stale, cfg.storm.jwt)
+	rate.bar = joinBars(rate.barAgainst("backend", ">=", 10), rate.barAgainst("nginx", ">=", 0.8))
+	ratio := metric("JWT p99 storm/quiet", -1, func(s stormResult) float64 {
+		if s.quiet.p99 == 0 {
+			return math.NaN()
+		}
+		return float64(s.storm.p99) / float64(s.quiet.p99)
+	})
+	if v, ok := ratio.v["authgate"]; ok {
+		ratio.bar = fmt.Sprintf("<=2x: %s", yes(v <= 2))
 	}
-	return fmt.Sprintf("%s%.2gx %s: %s", op, k, peer, yes(ok))
+	return []row{
+		rate,
+		metric("CPU/rejection us", -1, stormResult.perRejection),
+		metric("storm client CPU/rej us", -1, func(s stormResult) float64 {
+			return us(s.clientCPU) / float64(s.rejections)
+		}),
+		metric("stale errors", 0, func(s stormResult) float64 { return float64(s.errors) }),
+		metric("JWT p50 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p50) }),
+		metric("JWT p99 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p99) }),
+		metric("JWT p50 ms storm", -1, func(s stormResult) float64 { return ms(s.storm.p50) }),
+		metric("JWT p99 ms storm", -1, func(s stormResult) float64 { return ms(s.storm.p99) }),
+		ratio,
+		metric("JWT errors", 0, func(s stormResult) float64 { return float64(s.jwtErrs) }),
+	}
 }
 
 func num(v float64, ok bool) string {
@@ -351,46 +329,50 @@ func num(v float64, ok bool) string {
 	}
 }
 
+// ratio is authgate's value over peer's ("best": the best reference
+// peer's); "-" where it means nothing.
 func ratio(rw row, peer string) string {
 	a, ok1 := rw.v["authgate"]
 	b, ok2 := rw.v[peer]
-	if !ok1 || !ok2 || b == 0 || math.IsNaN(a) || math.IsNaN(b) || strings.HasPrefix(rw.metric, "errors") || strings.Contains(rw.metric, "kernel %") {
+	if peer == "best" {
+		_, b, ok2 = rw.best()
+	}
+	if !ok1 || !ok2 || b == 0 || math.IsNaN(a) || math.IsNaN(b) || rw.better == 0 && peer == "best" || strings.HasPrefix(rw.metric, "errors") || strings.Contains(rw.metric, "%") {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
 
-func (r *results) print(w io.Writer, cfg config) {
-	fmt.Fprintf(w, "\nMedians of %d run(s). msgs/s and MB/s count round trips (payload one way); latency is one\n", cfg.runs)
-	fmt.Fprintf(w, "round trip; CPU is the proxy process's utime+stime (/proc/PID/stat) over the measured window\n")
-	fmt.Fprintf(w, "divided by operations, kernel %% its stime share; load CPU is the same for the load generator\n")
-	fmt.Fprintf(w, "and the echo backend together (core 0), which bounds throughput when core 0 is saturated;\n")
-	fmt.Fprintf(w, "ratio columns are authgate/nginx and authgate/direct")
-	base := cfg.baseline != ""
-	if base {
-		fmt.Fprintf(w, ",\nand authgate/baseline (baseline: %s)", cfg.baseline)
+// table prints rows with a column per peer (in order), the best
+// reference peer's name when best is set, ratio columns and the bar.
+func table(w io.Writer, rows []row, peers []string, best bool, ratios []string) {
+	head := append([]string{"test", "metric"}, peers...)
+	if best {
+		head = append(head, "best")
 	}
-	fmt.Fprintf(w, ".\n\n")
-	head := []string{"test", "metric", "direct", "nginx", "authgate"}
-	if base {
-		head = append(head, "baseline")
-	}
-	head = append(head, "ag/nginx", "ag/direct")
-	if base {
-		head = append(head, "ag/base")
+	for _, p := range ratios {
+		label := "ag/" + p
+		if p == "baseline" {
+			label = "ag/base"
+		}
+		head = append(head, label)
 	}
 	cells := [][]string{append(head, "bar")}
-	for _, rw := range r.rows(cfg) {
+	for _, rw := range rows {
 		c := []string{rw.test, rw.metric}
-		for _, p := range allPeers {
-			if p != "baseline" || base {
-				v, ok := rw.v[p]
-				c = append(c, num(v, ok))
-			}
+		for _, p := range peers {
+			v, ok := rw.v[p]
+			c = append(c, num(v, ok))
 		}
-		c = append(c, ratio(rw, "nginx"), ratio(rw, "direct"))
-		if base {
-			c = append(c, ratio(rw, "baseline"))
+		if best {
+			name, _, ok := rw.best()
+			if !ok {
+				name = "-"
+			}
+			c = append(c, name)
+		}
+		for _, p := range ratios {
+			c = append(c, ratio(rw, p))
 		}
 		cells = append(cells, append(c, rw.bar))
 	}
@@ -414,35 +396,97 @@ func (r *results) print(w io.Writer, cfg config) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+func (r *results) print(w io.Writer, cfg config) {
+	var cols, stormCols []string
+	for _, d := range cfg.peers {
+		if d.takes("storm") {
+			stormCols = append(stormCols, d.name)
+		}
+		if d.name != "backend" {
+			cols = append(cols, d.name)
+		}
+	}
+	// The storm's status quo first.
+	slices.SortStableFunc(stormCols, func(a, b string) int { return boolInt(b == "backend") - boolInt(a == "backend") })
+	fmt.Fprintf(w, "\nMedians of %d run(s). msgs/s and MB/s count round trips (payload one way); latency is one\n", cfg.runs)
+	fmt.Fprintf(w, "round trip; CPU is the proxy's utime+stime (/proc/PID/stat, with its child processes) over the\n")
+	fmt.Fprintf(w, "measured window divided by operations, kernel %% its stime share; load CPU is the same for the\n")
+	fmt.Fprintf(w, "load generator and the echo backend together (core 0), which bounds throughput when core 0 is\n")
+	fmt.Fprintf(w, "saturated. best is the best of %s in that figure; ag/best is authgate over it.\n", strings.Join(refPeers, ", "))
+	fmt.Fprintf(w, "TLS: the upstream is the echo backend over TLS 1.3 (test CA, ECDSA P-256), with session tickets\n")
+	fmt.Fprintf(w, "(\"upgrade, TLS\") and without any resumption (\"TLS, no resumption\"); TLS resumed %% is the share\n")
+	fmt.Fprintf(w, "of the backend's handshakes that resumed; CPU resumed/full is each peer's CPU per upgrade with\n")
+	fmt.Fprintf(w, "resumption over without. Idle: RSS growth per open idle WebSocket (process and children).\n")
+	ratios := []string{"best"}
+	if cfg.baseline != "" {
+		ratios = append(ratios, "baseline")
+		fmt.Fprintf(w, "ag/base: authgate over the -baseline binary %s.\n", cfg.baseline)
+	}
+	fmt.Fprintln(w)
+	if rows := r.rows(cfg); len(rows) > 0 {
+		table(w, rows, cols, true, ratios)
+	}
+
+	if rows := r.stormRows(cfg); rows != nil {
+		fmt.Fprintf(w, "\nReconnect storm: %d stale clients reconnecting at once after each rejection (legacy UUID in\n", cfg.storm.stale)
+		fmt.Fprintf(w, "?token=: authgate and the backend answer 101 then close 4003, nginx 403 from a map), for %s,\n", cfg.storm.phase)
+		fmt.Fprintf(w, "while %d JWT clients echo 64 B every %s (quiet: the %s before, without the storm). The\n", cfg.storm.jwt, cfg.storm.every, cfg.storm.phase)
+		fmt.Fprintf(w, "proxies forward the JWT clients to %s;\n", r.stormUpstream)
+		fmt.Fprintf(w, "backend is the FastAPI backend alone with the seed's UUID shim (core 1). CPU/rejection is the\n")
+		fmt.Fprintf(w, "peer's CPU over the storm less its quiet-window rate; storm client CPU is the stale clients'\n")
+		fmt.Fprintf(w, "own process (nice 10, core 0).\n\n")
+		var sr []string
+		for _, p := range []string{"backend", "nginx"} {
+			if slices.Contains(stormCols, p) {
+				sr = append(sr, p)
+			}
+		}
+		table(w, rows, stormCols, false, sr)
+	}
 
 	fmt.Fprintf(w, "\nPer-run figures (in run order):\n")
 	for _, t := range loadTests {
-		for _, p := range allPeers {
+		for _, p := range cols {
 			runs := r.echo[t.name][p]
 			if len(runs) == 0 {
 				continue
 			}
-			var rates, cpus []string
+			var rates, cpus, res []string
 			for _, e := range runs {
 				rates = append(rates, fmt.Sprintf("%.0f", float64(e.msgs)/e.elapsed.Seconds()))
 				if p != "direct" && e.msgs > 0 {
 					cpus = append(cpus, fmt.Sprintf("%.2f", float64(e.cpu)/1e3/float64(e.msgs)))
 				}
+				if t.upstream != "" {
+					res = append(res, fmt.Sprintf("%d/%d", e.resumed, e.full+e.resumed))
+				}
 			}
-			line := fmt.Sprintf("  %-8s %-9s ops/s %s", t.name, p, strings.Join(rates, ", "))
+			line := fmt.Sprintf("  %-9s %-9s ops/s %s", t.name, p, strings.Join(rates, ", "))
 			if len(cpus) > 0 {
 				line += fmt.Sprintf("; CPU us/op %s", strings.Join(cpus, ", "))
+			}
+			if len(res) > 0 {
+				line += fmt.Sprintf("; resumed %s", strings.Join(res, ", "))
 			}
 			fmt.Fprintln(w, line)
 		}
 	}
-	for _, p := range allPeers[1:] {
+	for _, p := range cols {
 		for i, ir := range r.idle[p] {
-			fmt.Fprintf(w, "  idle     %-9s run %d: VmRSS %d KiB before, %d KiB %s after opening %d", p, i+1, ir.before, ir.settled, cfg.idleSettle, ir.conns)
+			fmt.Fprintf(w, "  idle      %-9s run %d: VmRSS %d KiB before, %d KiB %s after opening %d", p, i+1, ir.before, ir.settled, cfg.idleSettle, ir.conns)
 			if ir.rested != 0 {
 				fmt.Fprintf(w, ", %d KiB after %s", ir.rested, ir.restedWaited)
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	for _, p := range stormCols {
+		for i, s := range r.storm[p] {
+			fmt.Fprintf(w, "  storm     %-9s run %d: %.0f rejections/s (%d in %s), CPU %.1f us/rejection, %d errors; JWT p50/p99 quiet %s/%s, storm %s/%s\n",
+				p, i+1, float64(s.rejections)/s.elapsed.Seconds(), s.rejections, s.elapsed.Round(time.Millisecond), s.perRejection(), s.errors,
+				s.quiet.p50.Round(time.Microsecond), s.quiet.p99.Round(time.Microsecond), s.storm.p50.Round(time.Microsecond), s.storm.p99.Round(time.Microsecond))
 		}
 	}
 	if r.reportOut != "" {

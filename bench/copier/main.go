@@ -5,8 +5,10 @@
 // the runtime authgate runs on, with none of its work (no HTTP or
 // WebSocket parsing, no token check, no log).
 //
-// The benchmark runs it as its -baseline binary, so it takes authgate's
-// command line and config (listen address and upstream URL):
+// The benchmark runs it as the peer "copier" (`copier -listen ADDR
+// -upstream HOST:PORT`, the Go floor column); given no flags it takes
+// authgate's command line and config instead (listen address and upstream
+// URL), so it can also be the -baseline binary:
 //
 //	go build -o /tmp/copier ./bench/copier
 //	go run ./bench -only upgrade,echo64k -peers direct,nginx,authgate -baseline /tmp/copier
@@ -18,6 +20,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -27,16 +30,26 @@ import (
 )
 
 func main() {
-	snap, err := policy.Load(os.Args[len(os.Args)-1], policy.Options{})
-	if err == nil && snap.Upstream.URL.Scheme != "http" {
-		err = fmt.Errorf("upstream %s: only http", snap.Upstream.URL.Redacted())
+	listen := flag.String("listen", "", "address to listen on (without it: authgate's command line, the config's listen and upstream.url)")
+	upstream := flag.String("upstream", "", "host:port to copy each connection to")
+	flag.Parse()
+	var err error
+	if *listen == "" {
+		var snap *policy.Snapshot
+		snap, err = policy.Load(os.Args[len(os.Args)-1], policy.Options{})
+		if err == nil && snap.Upstream.URL.Scheme != "http" {
+			err = fmt.Errorf("upstream %s: only http", snap.Upstream.URL.Redacted())
+		}
+		if err == nil {
+			*listen, *upstream = snap.Listen, snap.Upstream.URL.Host
+		}
 	}
 	var ln net.Listener
 	if err == nil {
-		ln, err = net.Listen("tcp", snap.Listen)
+		ln, err = net.Listen("tcp", *listen)
 	}
 	if err == nil {
-		err = serve(ln, snap.Upstream.URL.Host)
+		err = serve(ln, *upstream)
 	}
 	fmt.Fprintln(os.Stderr, "copier:", err)
 	os.Exit(1)

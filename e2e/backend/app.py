@@ -12,13 +12,21 @@ UUID is what it always was for PyJWT: "Not enough segments".
   /api/v1/me      Authorization: Bearer -> {"sub", "legacy", ...} or 401.
   /healthz        200.
 
+LEGACY_UUID=reject (opt-in, off by default; the e2e tests never set it)
+turns on the seed's UUID shim in its rejecting form, for the benchmark's
+reconnect storm (bench/): a ?token= that matches a UUID regex is logged as
+a warning, accepted and closed with 4003, as the backend did itself before
+authgate.
+
 Run (Debian's packages only; PyPI is not reachable):
   JWT_SECRET=... /usr/bin/python3 -m uvicorn app:app --app-dir e2e/backend --port 8000
 """
 
 import hashlib
 import json
+import logging
 import os
+import re
 import urllib.request
 
 import jwt
@@ -29,6 +37,9 @@ SECRET = os.environ["JWT_SECRET"]
 AUDIENCE = os.environ.get("JWT_AUDIENCE", "authenticated")
 JWKS_FILE = os.environ.get("JWKS_FILE", "")
 JWKS_URL = os.environ.get("JWKS_URL", "")
+LEGACY_UUID = os.environ.get("LEGACY_UUID", "")  # "reject": the seed's shim, rejecting
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_log = logging.getLogger("uvicorn.error")
 
 app = FastAPI()
 _jwks = None
@@ -115,6 +126,12 @@ async def me(request: Request):
 @app.websocket("/api/v1/pam/ws")
 async def pam_ws(ws: WebSocket):
     token, via = ws.query_params.get("token", ""), "query"
+    if LEGACY_UUID == "reject" and _UUID.match(token):
+        # The seed's shim: a UUID regex and a warning, here rejecting.
+        _log.warning("legacy UUID token rejected: user %s", token.lower())
+        await ws.accept()
+        await ws.close(code=4003, reason="legacy authentication no longer accepted")
+        return
     if not token:
         token, via = _bearer(ws.headers), "header"
     try:
