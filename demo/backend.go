@@ -7,18 +7,25 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/golang-jwt/jwt/v5"
+
+	"authgate/client"
 )
 
-// backend is the sample upstream: /api/v1/pam/ws (WebSocket, ?token=) and
-// /api/v1/me (Authorization: Bearer) verify an HS256 JWT with audience
-// "authenticated" and refuse anything else, UUIDs included.
+// backend is the sample upstream: /api/v1/pam/ws (WebSocket, ?token= or
+// Authorization: Bearer, where authgate puts a `bearer` subprotocol token)
+// and /api/v1/me (Authorization: Bearer) verify an HS256 JWT with audience
+// "authenticated" and refuse anything else, UUIDs included. For the
+// browser page it also serves client/authgate.js and, standing in for the
+// app's auth provider (Supabase), /demo/token.
 type backend struct {
 	secret []byte
+	now    func() time.Time // authgate's clock, for the tokens of /demo/token
 }
 
 type whoami struct {
@@ -52,11 +59,35 @@ func (b *backend) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/pam/ws", b.pamWS)
 	mux.HandleFunc("/api/v1/me", b.me)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/demo/token", b.token)
+	mux.HandleFunc("/authgate.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(client.Source)
+	})
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write([]byte(page))
 	})
 	return mux
+}
+
+// demoUser is the sub of the JWTs /demo/token hands out.
+const demoUser = "7d0e3a52-7f39-4c64-9d3c-2b6f0c1de5a1"
+
+// token plays the app's auth provider for the page: ?kind=jwt (an hour),
+// short (20 s: the client replaces it before authgate closes it) or
+// expired (an hour ago). Times are authgate's clock, which the demo moves.
+func (b *backend) token(w http.ResponseWriter, r *http.Request) {
+	ttl := map[string]time.Duration{"jwt": time.Hour, "short": 20 * time.Second, "expired": -time.Hour}
+	d, ok := ttl[r.URL.Query().Get("kind")]
+	if !ok {
+		http.Error(w, "kind: jwt, short or expired", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write([]byte(signAt(string(b.secret), demoUser, b.now(), b.now().Add(d))))
 }
 
 func (b *backend) me(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +106,11 @@ func (b *backend) me(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *backend) pamWS(w http.ResponseWriter, r *http.Request) {
-	who, verr := b.verify(r.URL.Query().Get("token"))
+	token := r.URL.Query().Get("token")
+	if auth := r.Header.Get("Authorization"); token == "" && len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		token = auth[7:]
+	}
+	who, verr := b.verify(token)
 	conn, _, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
 		return
@@ -102,26 +137,3 @@ func (b *backend) pamWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
-// page is served at / through the proxy (unmatched paths pass) for trying
-// the WebSocket from a browser with `authgate demo --serve`.
-const page = `<!doctype html>
-<meta charset="utf-8">
-<title>authgate demo</title>
-<style>body{font:14px system-ui;margin:2em;max-width:50em}input{width:100%}pre{background:#f4f4f4;padding:1em}</style>
-<h1>authgate demo</h1>
-<p>Token (a legacy UUID, a JWT, or anything):</p>
-<input id="tok" value="21a2151a-cd37-41d5-a1c7-124bb05e7a6a">
-<p><button id="go">Connect</button></p>
-<pre id="out"></pre>
-<script>
-const out = document.getElementById('out');
-document.getElementById('go').onclick = () => {
-  const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
-    '/api/v1/pam/ws?token=' + encodeURIComponent(document.getElementById('tok').value);
-  const s = new WebSocket(url);
-  s.onmessage = e => { out.textContent += 'message: ' + e.data + '\n'; s.close(1000, 'bye'); };
-  s.onclose = e => { out.textContent += 'closed: ' + e.code + ' ' + e.reason + '\n'; };
-};
-</script>
-`

@@ -45,6 +45,7 @@ routes:
   - name: pam-ws
     match: {path: /api/v1/pam/ws, websocket: true}
     token: {from: [query:token, protocol]}
+    close_on_expiry: true
     policy:
       uuid:
         - {until: "%s", action: rewrite}
@@ -73,7 +74,11 @@ func run(ctx context.Context, out io.Writer, opt Options) error {
 	var secretBytes [32]byte
 	rand.Read(secretBytes[:])
 	secret := hex.EncodeToString(secretBytes[:])
-	be := &backend{secret: []byte(secret)}
+	// The demo's clock: real time, moved on past the cut-over for the
+	// second act, so one run shows both stages of the schedule.
+	var shift atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }
+	be := &backend{secret: []byte(secret), now: now}
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -95,10 +100,6 @@ func run(ctx context.Context, out io.Writer, opt Options) error {
 	}
 	defer logFile.Close()
 
-	// The demo's clock: real time, moved on past the cut-over for the
-	// second act, so one run shows both stages of the schedule.
-	var shift atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }
 	cutover := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	admin := ""
 	if opt.Serve {
@@ -159,7 +160,7 @@ func run(ctx context.Context, out io.Writer, opt Options) error {
 
 	if opt.Serve {
 		fmt.Fprintf(out, "\nServing until Ctrl-C (the clock stays past the cut-over; restart for stage 0). Try:\n")
-		fmt.Fprintf(out, "  browser    http://%s/   (a page that opens the WebSocket through authgate)\n", base)
+		fmt.Fprintf(out, "  browser    http://%s/   (client/authgate.js: pick a token, watch what the client does with each close code)\n", base)
 		fmt.Fprintf(out, "  websocket  %s?token=%s\n", wsURL, user)
 		fmt.Fprintf(out, "  websocket  %s?token=%s\n", wsURL, valid)
 		fmt.Fprintf(out, "  http       curl -i -H 'Authorization: Bearer %s' %s\n", valid, meURL)
@@ -182,9 +183,13 @@ func run(ctx context.Context, out io.Writer, opt Options) error {
 }
 
 func sign(secret, sub string, exp time.Time) string {
+	return signAt(secret, sub, time.Now(), exp)
+}
+
+func signAt(secret, sub string, iat, exp time.Time) string {
 	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"sub": sub, "aud": "authenticated", "role": "authenticated",
-		"iat": time.Now().Unix(), "exp": exp.Unix(),
+		"iat": iat.Unix(), "exp": exp.Unix(),
 	})
 	s, _ := t.SignedString([]byte(secret))
 	return s
