@@ -305,6 +305,8 @@ func (r *results) stormRows(cfg config) []row {
 			return us(s.clientCPU) / float64(s.rejections)
 		}),
 		metric("stale errors", 0, func(s stormResult) float64 { return float64(s.errors) }),
+		metric("core 0 busy % (load)", 0, func(s stormResult) float64 { return s.busy[0] }),
+		metric("core 1 busy % (peer)", 0, func(s stormResult) float64 { return s.busy[1] }),
 		metric("JWT p50 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p50) }),
 		metric("JWT p99 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p99) }),
 		metric("JWT p50 ms storm", -1, func(s stormResult) float64 { return ms(s.storm.p50) }),
@@ -436,7 +438,8 @@ func (r *results) print(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "proxies forward the JWT clients to %s;\n", r.stormUpstream)
 		fmt.Fprintf(w, "backend is the FastAPI backend alone with the seed's UUID shim (core 1). CPU/rejection is the\n")
 		fmt.Fprintf(w, "peer's CPU over the storm less its quiet-window rate; storm client CPU is the stale clients'\n")
-		fmt.Fprintf(w, "own process (nice 10, core 0).\n\n")
+		fmt.Fprintf(w, "own process (nice 10, core 0); core busy %% counts every process on the machine: with core 0\n")
+		fmt.Fprintf(w, "near 100%%, rejections/s is the load side's limit, not the peer's.\n\n")
 		var sr []string
 		for _, p := range []string{"backend", "nginx"} {
 			if slices.Contains(stormCols, p) {

@@ -53,6 +53,7 @@ type stormResult struct {
 	quietCPU   time.Duration // the peer's CPU over the quiet window (JWT echoes only)
 	quietDur   time.Duration
 	clientCPU  time.Duration // the storm process's own CPU (utime+stime)
+	busy       [2]float64    // each core's busy share over the storm window (every process on the machine)
 	quiet      latencies     // JWT clients' echo round trips without the storm
 	storm      latencies     // and during it
 	jwtErrs    int64
@@ -188,12 +189,14 @@ func stormRun(ctx context.Context, e *env, base string, tk *tokens, sp stormPara
 	}
 	hooks.begin()
 	c2 := m.sample()
+	b2 := coreTimes()
 	t2 := time.Now()
 	phase.Store(3)
 	if !sc.Scan() {
 		return res, errors.New("storm process ended without its figures")
 	}
 	c3 := m.sample()
+	res.busy = busyShare(b2, coreTimes())
 	res.elapsed = time.Since(t2)
 	phase.Store(2)
 	hooks.end()
@@ -369,4 +372,35 @@ func randomUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// coreTimes is /proc/stat's busy and total jiffies of cpu0 and cpu1.
+func coreTimes() [2][2]int64 {
+	var t [2][2]int64
+	b, _ := os.ReadFile("/proc/stat")
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 6 || (f[0] != "cpu0" && f[0] != "cpu1") {
+			continue
+		}
+		i := int(f[0][3] - '0')
+		for j, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			t[i][1] += n
+			if j != 3 && j != 4 { // idle, iowait
+				t[i][0] += n
+			}
+		}
+	}
+	return t
+}
+
+func busyShare(a, b [2][2]int64) [2]float64 {
+	var s [2]float64
+	for i := range s {
+		if d := b[i][1] - a[i][1]; d > 0 {
+			s[i] = 100 * float64(b[i][0]-a[i][0]) / float64(d)
+		}
+	}
+	return s
 }
