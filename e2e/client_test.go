@@ -761,6 +761,7 @@ func TestClientRestart(t *testing.T) {
 func TestClientBackoff(t *testing.T) {
 	be := startBackend(t)
 	g := startGate(t, gateParams{Upstream: be.URL(), UUID: rewriteStages})
+	fds0 := g.fds(t)
 	toks := mint(t, time.Hour, "backoff-user", "giveup-user")
 	cb := newClientBrowser(t)
 	const base, maxDelay = 250, 2000
@@ -870,4 +871,17 @@ func TestClientBackoff(t *testing.T) {
 		t.Errorf("%d upstream_error events for %d failed attempts", errs, failed)
 	}
 	cb.eval(t, `agClose("b")`, nil)
+	// authgate let go of every failed and closed connection.
+	err := waitFor(10*time.Second, func() error {
+		if n := g.metrics(t)[`authgate_websocket_open{route="pam-ws"}`]; n != 0 {
+			return fmt.Errorf("authgate_websocket_open %v", n)
+		}
+		if fds := g.fds(t); fds > fds0+2 {
+			return fmt.Errorf("authgate holds %d descriptors, %d at the start", fds, fds0)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
 }
