@@ -16,10 +16,11 @@ export interface ConnectOptions {
   /**
    * Returns the token to connect with (a Supabase access token, say), or a
    * promise of one. Called before every connection attempt. A '' connects
-   * without a token. Anything that is not a string, a throw, a rejection,
-   * or no answer within tokenTimeoutMs stops the client with authrequired.
+   * without a token. null or undefined (no session), anything else that is
+   * not a string, a throw, a rejection, or no answer within tokenTimeoutMs
+   * stops the client with authrequired, without opening a socket.
    */
-  getToken(ctx: { reason: TokenReason }): string | PromiseLike<string>;
+  getToken(ctx: { reason: TokenReason }): string | null | undefined | PromiseLike<string | null | undefined>;
   /** Called with every event, the same object as the CustomEvent's detail. */
   onEvent?: (event: AuthgateEvent) => void;
   /** Where the token goes: ?token= (default) or the `bearer` subprotocol (SPEC "Token sources"). */

@@ -4,7 +4,16 @@
 //	tsc --noEmit -p client/test
 import { connect, backoffDelay, closeAction, type AuthgateEvent, type ConnectOptions } from '../authgate.js';
 
-declare const supabase: { auth: { getSession(): Promise<{ data: { session: { access_token: string } | null } }> } };
+type Session = { data: { session: { access_token: string } | null } };
+declare const supabase: { auth: { getSession(): Promise<Session>; refreshSession(): Promise<Session> } };
+
+// The README's Supabase integration, as written there.
+const readme = connect('wss://api.example.com/api/v1/pam/ws', {
+  getToken: async ({ reason }) =>
+    (reason === 'expired' ? await supabase.auth.refreshSession() : await supabase.auth.getSession()).data.session?.access_token,
+  onEvent: (e) => console.log(e.type),
+});
+readme.addEventListener('legacyblocked', () => console.log('update'));
 
 const opts: ConnectOptions = {
   getToken: async () => (await supabase.auth.getSession()).data.session?.access_token ?? '',
