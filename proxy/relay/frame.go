@@ -14,12 +14,16 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// inlineSize is the per-direction read buffer kept inside the Conn. An idle
-// connection blocks in a read into it, so no pooled buffer is held while
-// idle; a small frame (header and payload, here up to 498 bytes) usually
-// arrives whole in that one read and is written on from it in one write.
-// Two of them cost 1 KiB per connection.
+// inlineSize is the size of a direction's read buffer. A direction that
+// has a goroutine holds one (from inlinePool) and waits in a read into it;
+// a small frame (header and payload, here up to 498 bytes) usually arrives
+// whole in that one read and is written on from it in one write. A parked
+// direction gives its buffer back (park.go), so an idle connection holds
+// none.
 const inlineSize = 512
+
+// inlinePool holds the read buffers of directions that have a goroutine.
+var inlinePool = sync.Pool{New: func() any { return new([inlineSize]byte) }}
 
 // poolSize is the size of pooled buffers: payloads up to poolSize minus a
 // header are read whole and written with their header in one write; larger
@@ -41,10 +45,10 @@ var bufPool = sync.Pool{New: func() any {
 // buffered, then the socket, through a small inline buffer.
 type frameReader struct {
 	conn    net.Conn
-	pending []byte // handshake leftovers, read before the socket
-	buf     [inlineSize]byte
-	r, w    int    // buf[r:w] is unread
-	fills   uint32 // counts socket reads into buf
+	pending []byte            // handshake leftovers, read before the socket
+	buf     *[inlineSize]byte // nil while parked or done
+	r, w    int               // buf[r:w] is unread
+	fills   uint32            // counts socket reads into buf
 }
 
 // Read serves buffered bytes, refilling buf from the socket when empty. It
@@ -52,7 +56,7 @@ type frameReader struct {
 func (fr *frameReader) Read(p []byte) (int, error) {
 	if len(fr.pending) > 0 {
 		n := copy(p, fr.pending)
-		fr.pending = fr.pending[n:]
+		fr.pending = unpin(fr.pending[n:])
 		return n, nil
 	}
 	if fr.r == fr.w {
@@ -81,6 +85,16 @@ func (fr *frameReader) fill() error {
 	return err
 }
 
+// unpin drops an empty rest of the handshake leftovers: its array is a
+// handshake reader's buffer (4 KiB for net/http's), which would otherwise
+// stay with the connection for its lifetime.
+func unpin(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
 // idle reports that nothing read from the peer is waiting to be parsed.
 func (fr *frameReader) idle() bool { return len(fr.pending) == 0 && fr.r == fr.w }
 
@@ -99,7 +113,7 @@ func (fr *frameReader) take(max int) []byte {
 		if len(b) > max {
 			b = b[:max]
 		}
-		fr.pending = fr.pending[len(b):]
+		fr.pending = unpin(fr.pending[len(b):])
 		return b
 	}
 	b = fr.buf[fr.r:fr.w]

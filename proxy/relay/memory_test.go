@@ -9,14 +9,13 @@ import (
 )
 
 // TestIdleMemory measures what an idle relayed connection costs in heap and
-// goroutine stacks, over and above its two sockets: the budget for all of
-// authgate is 12 KiB of RSS per proxied WebSocket at 5,000 connections.
-// Every connection first carries a large frame each way (which grows the
-// goroutines' stacks), then idles past restAfter, so both directions move
-// to fresh goroutines, which start with the runtime's starting stack size
-// (2 KiB once collections have seen the idle relays). Expected: two 2 KiB
-// stacks and the Conn itself (about 1.6 KiB, most of it the two 512-byte
-// read buffers).
+// goroutine stacks, over and above its two sockets: the bar for all of
+// authgate is 1.5x HAProxy's RSS per proxied WebSocket at 5,000
+// connections (about 6.9 KiB). Every connection first carries a large
+// frame each way (which grows the goroutines' stacks), then idles past
+// restAfter, so both directions park (park.go): no goroutine is left but
+// the poller's. Expected: the Conn itself (about 1.8 KiB, most of it the
+// two 512-byte read buffers) and the poller's bookkeeping.
 func TestIdleMemory(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("memory figures need a full, race-free run")
@@ -80,15 +79,15 @@ func TestIdleMemory(t *testing.T) {
 	runtime.GC()
 	time.Sleep(500 * time.Millisecond)
 	after := memInUse()
-	if got, want := runtime.NumGoroutine()-goroutines, 2*n; got != want {
-		t.Errorf("relay goroutines: got %d, want %d", got, want)
+	if got, want := runtime.NumGoroutine()-goroutines, 1; got > want {
+		t.Errorf("relay goroutines: got %d, want at most %d (the poller's)", got, want)
 	}
-	per := float64(after-before) / n
+	per := float64(int64(after)-int64(before)) / n
 	sample := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
 	metrics.Read(sample)
 	t.Logf("idle relay: %.0f bytes of heap and stack per connection (%d connections; new goroutines start with %d-byte stacks)", per, n, sample[0].Value.Uint64())
-	if per > 6144 {
-		t.Errorf("idle relay memory: got %.0f bytes per connection, want at most 6144", per)
+	if per > 2560 {
+		t.Errorf("idle relay memory: got %.0f bytes per connection, want at most 2560", per)
 	}
 	for _, e := range ends {
 		e.client.Close()
@@ -111,13 +110,15 @@ func readFull(c net.Conn, b []byte) (int, error) {
 	return n, nil
 }
 
-// memInUse is heap plus goroutine stacks in use, after collections (which
-// also shrink idle stacks).
+// memInUse is live heap plus goroutine stacks in use, after collections
+// (which also shrink idle stacks and free dead goroutines' stacks). Live
+// bytes, not spans in use: with -count, spans half filled by an earlier
+// run would make the difference meaningless.
 func memInUse() uint64 {
 	var ms runtime.MemStats
 	for i := 0; i < 3; i++ {
 		runtime.GC()
 	}
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse + ms.StackInuse
+	return ms.HeapAlloc + ms.StackInuse
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,16 @@ type pump struct {
 	// The idle deadline (see defaultRestAfter): rearmAt is when it must be
 	// pushed out again; zero when none is set.
 	rearmAt time.Time
+
+	// Parking (park.go). wait counts waits at a frame boundary: odd while
+	// in one, plus waitRest once the sweeper asked for a rest; only this
+	// direction's goroutine changes it, but for the sweeper's CAS that
+	// sets waitRest. seen is the sweeper's last look (guarded by
+	// restSweeper.mu); parkID is non-zero while parked (guarded by c.mu).
+	parkable bool
+	wait     atomic.Uint32
+	seen     uint32
+	parkID   uint64
 }
 
 // copyError tells a failed frame copy's failures apart.
@@ -48,23 +59,43 @@ func (e *copyError) Error() string { return e.err.Error() }
 func (e *copyError) Unwrap() error { return e.err }
 
 // run relays frames until src sends its close frame or the direction fails
-// (then it returns true), or until src has been idle for restAfter: then it
-// starts a fresh goroutine to go on and returns false.
+// (then it returns true), or until src has rested (restAfter without data,
+// or the sweeper's request; see park.go): then src is parked or a fresh
+// goroutine goes on, and run returns false.
 func (p *pump) run() bool {
+	if p.fr.buf == nil {
+		p.fr.buf = inlinePool.Get().(*[inlineSize]byte)
+	}
+	if p.relay() {
+		inlinePool.Put(p.fr.buf)
+		p.fr.buf = nil
+		return true
+	}
+	return false
+}
+
+// relay is run's loop; it returns false once the direction has rested.
+func (p *pump) relay() bool {
 	for {
 		// An idle direction waits here, in a read into the Conn's own
 		// small buffer, called straight from this loop so the stack in
 		// use stays under 1 KiB and fits a minimal stack.
 		if p.fr.idle() {
 			p.keepAlive()
+			w := (p.wait.Load() + 1) &^ waitRest // odd: the sweeper may ask for a rest
+			p.wait.Store(w)
 			err := p.fr.fill()
+			if !p.wait.CompareAndSwap(w, (w+1)&^waitRest) {
+				switch p.c.rested(p, err) {
+				case restGoOn:
+				case restRetry:
+					continue
+				case restDone:
+					return false
+				}
+			}
 			if err != nil {
 				if isTimeout(err) && p.c.rest(p) {
-					if p.fromClient {
-						go p.c.relayClientToUpstream()
-					} else {
-						go p.c.relayUpstreamToClient()
-					}
 					return false
 				}
 				p.srcFailed(err)

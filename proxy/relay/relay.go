@@ -17,9 +17,12 @@
 // the copy the relay exists to avoid. Only frame headers and close frame
 // payloads are read.
 //
-// Memory: an idle connection holds two goroutines (one per direction),
-// blocked in a read into a small array inside the Conn, and no pooled
-// buffer. Buffers are borrowed from a pool only while a frame is copied.
+// Memory: a direction with a goroutine waits in a read into a 512-byte
+// buffer of its own; larger buffers are borrowed from a pool only while a
+// frame is copied. While hundreds of relays are open, a direction idle at
+// a frame boundary is parked on Linux (park.go): no goroutine and no
+// buffer, only an epoll registration, until its socket is readable or the
+// relay needs it (Close, a failure of the other direction).
 package relay
 
 import (
@@ -118,7 +121,7 @@ type Options struct {
 }
 
 // defaultRestAfter: an idle direction's goroutine is replaced by a fresh
-// one after this long without data. Goroutine stacks grow while frames are
+// one (or, while parking is on, parked) after this long without data. Goroutine stacks grow while frames are
 // copied (the write path is deeper than the 2 KiB minimum stack) and the
 // runtime never shrinks a stack back to 2 KiB: that needs the stack in use
 // plus 800 bytes of reserve under a quarter of it. A new goroutine starts
@@ -165,6 +168,9 @@ type Conn struct {
 	running atomic.Int32 // directions still relaying
 	onDone  func(Result)
 
+	swept      bool // a direction is parkable: restSweeper tracks the Conn
+	sweepIndex int  // guarded by restSweeper.mu: position in its list
+
 	mu      sync.Mutex
 	closing bool   // guarded by mu: the end has begun; reads are bounded by CloseWait
 	res     Result // guarded by mu: ClosedBy, CloseCode, Reason, Err
@@ -210,6 +216,7 @@ func New(client net.Conn, clientBuffered []byte, upstream net.Conn, upstreamBuff
 	c.c2u.fr = frameReader{conn: client, pending: nonEmpty(clientBuffered)}
 	c.u2c = pump{c: c, src: &c.upstream, dst: &c.client}
 	c.u2c.fr = frameReader{conn: upstream, pending: nonEmpty(upstreamBuffered)}
+	c.c2u.parkable, c.u2c.parkable = canPark(client), canPark(upstream)
 	return c
 }
 
@@ -244,6 +251,10 @@ func (c *Conn) Start(done func(Result)) error {
 	}
 	c.onDone = done
 	c.running.Store(2)
+	if c.c2u.parkable || c.u2c.parkable {
+		c.swept = true
+		restSweeper.add(c)
+	}
 	go c.relayClientToUpstream()
 	go c.relayUpstreamToClient()
 	return nil
@@ -281,6 +292,9 @@ func (c *Conn) directionDone() {
 func (c *Conn) finish() Result {
 	// Both directions are done: each received its peer's close frame, or
 	// gave up on it. Closing the sockets ends the TCP connections.
+	if c.swept {
+		restSweeper.remove(c)
+	}
 	c.client.conn.Close()
 	c.upstream.conn.Close()
 
@@ -343,6 +357,9 @@ func (c *Conn) begin(by string, code uint16, reason string, err error) bool {
 	dl := time.Now().Add(c.opt.CloseWait)
 	c.client.conn.SetReadDeadline(dl)
 	c.upstream.conn.SetReadDeadline(dl)
+	// A parked direction needs its goroutine back to read the close frame.
+	c.unparkLocked(&c.c2u)
+	c.unparkLocked(&c.u2c)
 	return true
 }
 
@@ -383,15 +400,15 @@ func (c *Conn) armIdle(p *pump, now time.Time) {
 }
 
 // rest reports whether p's read timed out on its idle deadline (rather than
-// on a closing one) and, if so, clears the deadline.
+// on a closing one) and, if so, parks p or moves it to a fresh goroutine;
+// the caller's goroutine must then return.
 func (c *Conn) rest(p *pump) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return false
 	}
-	p.src.conn.SetReadDeadline(time.Time{})
-	p.rearmAt = time.Time{}
+	c.restLocked(p)
 	return true
 }
 
@@ -399,6 +416,11 @@ func (c *Conn) rest(p *pump) bool {
 func (c *Conn) stop(s *side) {
 	c.mu.Lock()
 	s.conn.SetReadDeadline(aLongTimeAgo)
+	if s == &c.client {
+		c.unparkLocked(&c.c2u)
+	} else {
+		c.unparkLocked(&c.u2c)
+	}
 	c.mu.Unlock()
 }
 

@@ -1014,8 +1014,17 @@ func TestWriteClose(t *testing.T) {
 }
 
 // TestRestAndResume: directions that idle past restAfter move to fresh
-// goroutines and go on relaying, closing and being closed as before.
+// goroutines, or are parked (park.go), and go on relaying, closing and
+// being closed as before.
 func TestRestAndResume(t *testing.T) {
+	t.Run("fresh goroutines", func(t *testing.T) { testRestAndResume(t) })
+	t.Run("parked", func(t *testing.T) {
+		parkAlways(t)
+		testRestAndResume(t)
+	})
+}
+
+func testRestAndResume(t *testing.T) {
 	checkLeaks(t)
 	upGot := make(chan error, 1)
 	up := gorillaServer(t, websocket.Upgrader{}, func(c *websocket.Conn) {
