@@ -163,12 +163,14 @@ type echoResult struct {
 	load    time.Duration // the load side's CPU over the window (see meter)
 	// TLS upstreams: the echo backend's handshakes over the window.
 	full, resumed int64
+	machine       windowLoad // both cores over the window
 }
 
 // measure records the CPU used between two samples.
 func (r *echoResult) measure(from, to cpuSample) {
 	d := to.proxy.sub(from.proxy)
 	r.cpu, r.sys, r.load = d.total(), d.sys, to.load-from.load
+	r.machine = loadBetween(from.cores, to.cores)
 }
 
 // echoRun opens conns connections to base, warms them up, then runs

@@ -450,10 +450,11 @@ type meter struct {
 type cpuSample struct {
 	proxy cpuTimes
 	load  time.Duration
+	cores [2]coreStat
 }
 
 func (m meter) sample() cpuSample {
-	s := cpuSample{proxy: treeCPU(m.proxy)}
+	s := cpuSample{proxy: treeCPU(m.proxy), cores: coreTimes()}
 	for _, pid := range m.load {
 		s.load += procCPU(pid).total()
 	}

@@ -305,8 +305,9 @@ func (r *results) stormRows(cfg config) []row {
 			return us(s.clientCPU) / float64(s.rejections)
 		}),
 		metric("stale errors", 0, func(s stormResult) float64 { return float64(s.errors) }),
-		metric("core 0 busy % (load)", 0, func(s stormResult) float64 { return s.busy[0] }),
-		metric("core 1 busy % (peer)", 0, func(s stormResult) float64 { return s.busy[1] }),
+		metric("core 0 busy % (load)", 0, func(s stormResult) float64 { return s.machine.busy[0] }),
+		metric("core 1 busy % (peer)", 0, func(s stormResult) float64 { return s.machine.busy[1] }),
+		metric("stolen % (hypervisor)", 0, func(s stormResult) float64 { return s.machine.steal }),
 		metric("JWT p50 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p50) }),
 		metric("JWT p99 ms quiet", -1, func(s stormResult) float64 { return ms(s.quiet.p99) }),
 		metric("JWT p50 ms storm", -1, func(s stormResult) float64 { return ms(s.storm.p50) }),
@@ -421,6 +422,9 @@ func (r *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "(\"upgrade, TLS\") and without any resumption (\"TLS, no resumption\"); TLS resumed %% is the share\n")
 	fmt.Fprintf(w, "of the backend's handshakes that resumed; CPU resumed/full is each peer's CPU per upgrade with\n")
 	fmt.Fprintf(w, "resumption over without. Idle: RSS growth per open idle WebSocket (process and children).\n")
+	fmt.Fprintf(w, "Per-run figures give each window's noise as \"others %% C0/C1/S\": the share of core 0 and of\n")
+	fmt.Fprintf(w, "core 1 that went to processes not in the test (other work on a shared machine, kernel threads),\n")
+	fmt.Fprintf(w, "and the share of both that the hypervisor stole for other guests.\n")
 	ratios := []string{"best"}
 	if cfg.baseline != "" {
 		ratios = append(ratios, "baseline")
@@ -438,8 +442,9 @@ func (r *results) print(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "proxies forward the JWT clients to %s;\n", r.stormUpstream)
 		fmt.Fprintf(w, "backend is the FastAPI backend alone with the seed's UUID shim (core 1). CPU/rejection is the\n")
 		fmt.Fprintf(w, "peer's CPU over the storm less its quiet-window rate; storm client CPU is the stale clients'\n")
-		fmt.Fprintf(w, "own process (nice 10, core 0); core busy %% counts every process on the machine: with core 0\n")
-		fmt.Fprintf(w, "near 100%%, rejections/s is the load side's limit, not the peer's.\n\n")
+		fmt.Fprintf(w, "own process (nice 10, core 0); core busy %% counts every process on the machine (with core 0\n")
+		fmt.Fprintf(w, "near 100%%, rejections/s is the load side's limit, not the peer's), stolen %% the time the\n")
+		fmt.Fprintf(w, "hypervisor gave other guests.\n\n")
 		var sr []string
 		for _, p := range []string{"backend", "nginx"} {
 			if slices.Contains(stormCols, p) {
@@ -456,9 +461,17 @@ func (r *results) print(w io.Writer, cfg config) {
 			if len(runs) == 0 {
 				continue
 			}
-			var rates, cpus, res []string
+			var rates, cpus, res, steal []string
 			for _, e := range runs {
 				rates = append(rates, fmt.Sprintf("%.0f", float64(e.msgs)/e.elapsed.Seconds()))
+				o0, o1 := fmt.Sprintf("%.0f", e.machine.others(0, e.load, e.elapsed)), e.machine.others(1, e.cpu, e.elapsed)
+				if e.load == 0 { // -profile: the load side is not measured
+					o0 = "-"
+				}
+				if p == "direct" {
+					o1 = e.machine.busy[1]
+				}
+				steal = append(steal, fmt.Sprintf("%s/%.0f/%.0f", o0, o1, e.machine.steal))
 				if p != "direct" && e.msgs > 0 {
 					cpus = append(cpus, fmt.Sprintf("%.2f", float64(e.cpu)/1e3/float64(e.msgs)))
 				}
@@ -473,6 +486,7 @@ func (r *results) print(w io.Writer, cfg config) {
 			if len(res) > 0 {
 				line += fmt.Sprintf("; resumed %s", strings.Join(res, ", "))
 			}
+			line += fmt.Sprintf("; others %% %s", strings.Join(steal, ", "))
 			fmt.Fprintln(w, line)
 		}
 	}
@@ -487,9 +501,10 @@ func (r *results) print(w io.Writer, cfg config) {
 	}
 	for _, p := range stormCols {
 		for i, s := range r.storm[p] {
-			fmt.Fprintf(w, "  storm     %-9s run %d: %.0f rejections/s (%d in %s), CPU %.1f us/rejection, %d errors; JWT p50/p99 quiet %s/%s, storm %s/%s\n",
+			fmt.Fprintf(w, "  storm     %-9s run %d: %.0f rejections/s (%d in %s), CPU %.1f us/rejection, %d errors; JWT p50/p99 quiet %s/%s, storm %s/%s; busy %% %.0f/%.0f, stolen %% %.0f\n",
 				p, i+1, float64(s.rejections)/s.elapsed.Seconds(), s.rejections, s.elapsed.Round(time.Millisecond), s.perRejection(), s.errors,
-				s.quiet.p50.Round(time.Microsecond), s.quiet.p99.Round(time.Microsecond), s.storm.p50.Round(time.Microsecond), s.storm.p99.Round(time.Microsecond))
+				s.quiet.p50.Round(time.Microsecond), s.quiet.p99.Round(time.Microsecond), s.storm.p50.Round(time.Microsecond), s.storm.p99.Round(time.Microsecond),
+				s.machine.busy[0], s.machine.busy[1], s.machine.steal)
 		}
 	}
 	if r.reportOut != "" {

@@ -53,7 +53,7 @@ type stormResult struct {
 	quietCPU   time.Duration // the peer's CPU over the quiet window (JWT echoes only)
 	quietDur   time.Duration
 	clientCPU  time.Duration // the storm process's own CPU (utime+stime)
-	busy       [2]float64    // each core's busy share over the storm window (every process on the machine)
+	machine    windowLoad    // both cores over the storm window (every process on the machine)
 	quiet      latencies     // JWT clients' echo round trips without the storm
 	storm      latencies     // and during it
 	jwtErrs    int64
@@ -196,7 +196,7 @@ func stormRun(ctx context.Context, e *env, base string, tk *tokens, sp stormPara
 		return res, errors.New("storm process ended without its figures")
 	}
 	c3 := m.sample()
-	res.busy = busyShare(b2, coreTimes())
+	res.machine = loadBetween(b2, coreTimes())
 	res.elapsed = time.Since(t2)
 	phase.Store(2)
 	hooks.end()
@@ -374,33 +374,71 @@ func randomUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// coreTimes is /proc/stat's busy and total jiffies of cpu0 and cpu1.
-func coreTimes() [2][2]int64 {
-	var t [2][2]int64
+// coreStat is one core's jiffies from /proc/stat: busy (user, nice,
+// system, irq, softirq), stolen by the hypervisor, and all.
+type coreStat struct{ busy, steal, total int64 }
+
+// coreTimes reads cpu0 and cpu1.
+func coreTimes() [2]coreStat {
+	var t [2]coreStat
 	b, _ := os.ReadFile("/proc/stat")
 	for line := range strings.Lines(string(b)) {
 		f := strings.Fields(line)
-		if len(f) < 6 || (f[0] != "cpu0" && f[0] != "cpu1") {
+		if len(f) < 9 || (f[0] != "cpu0" && f[0] != "cpu1") {
 			continue
 		}
 		i := int(f[0][3] - '0')
 		for j, v := range f[1:] {
+			if j >= 8 { // guest time is already in user
+				break
+			}
 			n, _ := strconv.ParseInt(v, 10, 64)
-			t[i][1] += n
-			if j != 3 && j != 4 { // idle, iowait
-				t[i][0] += n
+			t[i].total += n
+			switch j {
+			case 3, 4: // idle, iowait
+			case 7:
+				t[i].steal += n
+			default:
+				t[i].busy += n
 			}
 		}
 	}
 	return t
 }
 
-func busyShare(a, b [2][2]int64) [2]float64 {
-	var s [2]float64
-	for i := range s {
-		if d := b[i][1] - a[i][1]; d > 0 {
-			s[i] = 100 * float64(b[i][0]-a[i][0]) / float64(d)
-		}
+// windowLoad is what the whole machine did to both cores over a window:
+// each core's busy share and the share the hypervisor stole (a shared
+// machine's noise, outside anything the bench runs).
+type windowLoad struct {
+	busy  [2]float64 // percent
+	steal float64    // percent of both cores' time
+	secs  [2]float64 // each core's busy seconds
+}
+
+// others is the share of core i, in percent, that went to processes other
+// than ours (own, their CPU over the window): other work on a shared
+// machine (or kernel threads), the noise in a window.
+func (w windowLoad) others(i int, own, elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 0
 	}
-	return s
+	return max(0, 100*(w.secs[i]-own.Seconds())/elapsed.Seconds())
+}
+
+func loadBetween(a, b [2]coreStat) windowLoad {
+	var w windowLoad
+	var steal, total int64
+	for i := range a {
+		d := b[i].total - a[i].total
+		if d > 0 {
+			w.busy[i] = 100 * float64(b[i].busy-a[i].busy) / float64(d)
+		}
+		w.secs[i] = float64(b[i].busy-a[i].busy) / 100 // USER_HZ
+		steal += b[i].steal - a[i].steal
+		total += d
+	}
+	if total > 0 {
+		w.steal = 100 * float64(steal) / float64(total)
+	}
+	return w
 }

@@ -127,8 +127,9 @@ func runProxyTests(ctx context.Context, e *env, cfg config, tk *tokens, res *res
 					er.full, er.resumed = f1-f0, r1-r0
 					tlsNote = fmt.Sprintf("  TLS full %d resumed %d", er.full, er.resumed)
 				}
-				progress("run %d  %-9s %-9s %9.0f ops/s  p50 %8s  p99 %8s  cpu %6s  errors %d%s",
-					r+1, t.name, d.name, float64(er.msgs)/er.elapsed.Seconds(), er.p50.Round(time.Microsecond), er.p99.Round(time.Microsecond), er.cpu, er.errs, tlsNote)
+				progress("run %d  %-9s %-9s %9.0f ops/s  p50 %8s  p99 %8s  cpu %6s  errors %d  others %.0f/%.0f/%.0f%%%s",
+					r+1, t.name, d.name, float64(er.msgs)/er.elapsed.Seconds(), er.p50.Round(time.Microsecond), er.p99.Round(time.Microsecond), er.cpu, er.errs,
+					er.machine.others(0, er.load, er.elapsed), er.machine.others(1, er.cpu, er.elapsed), er.machine.steal, tlsNote)
 				res.add(t.name, d.name, er)
 				time.Sleep(cfg.pause)
 			}
