@@ -95,8 +95,14 @@ func (s *sweeper) remove(c *Conn) {
 // boundary since the last sweep to rest.
 func (s *sweeper) sweep() {
 	s.mu.Lock()
+	// The scratch is this sweep's alone while it runs: a sweep that
+	// overlaps it (add re-arming the timer) gets a fresh one. Sharing it
+	// let one sweep zero the entries another was reading (a nil pump,
+	// SIGSEGV, in the e2e soak).
 	todo := s.todo[:0]
+	s.todo = nil
 	if !parkingOn() {
+		s.todo = todo
 		if len(s.conns) > 0 {
 			s.timer.Reset(restTick)
 		}
@@ -115,19 +121,19 @@ func (s *sweeper) sweep() {
 			p.seen = w
 		}
 	}
-	if len(s.conns) > 0 {
-		s.timer.Reset(restTick)
-	}
 	s.mu.Unlock()
 	for i, r := range todo {
 		r.p.c.askRest(r.p, r.w)
 		todo[i] = restRequest{}
 	}
 	s.mu.Lock()
-	if cap(todo) <= 1024 {
+	if cap(todo) <= 1024 && s.todo == nil {
 		s.todo = todo[:0]
-	} else {
-		s.todo = nil
+	}
+	// Re-armed after the work, so sweeps do not pile up when asking
+	// thousands of directions to rest takes longer than a tick.
+	if len(s.conns) > 0 {
+		s.timer.Reset(restTick)
 	}
 	s.mu.Unlock()
 }
