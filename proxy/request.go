@@ -118,7 +118,7 @@ func headerHasToken(h http.Header, key, token string) bool {
 // authgate sets them, and the upstream may trust them.
 func stripAuthgateHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= 11 && strings.EqualFold(k[:11], "X-Authgate-") {
+		if isAuthgateHeader(k) {
 			delete(h, k)
 		}
 	}

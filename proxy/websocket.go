@@ -222,12 +222,7 @@ func (s *Server) dialUpgrade(ctx context.Context, out *http.Request, x *exchange
 	// A client that gives up frees the upstream socket at once.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	bw := bufio.NewWriterSize(conn, 2048)
-	if err := out.Write(bw); err != nil {
-		conn.Close()
-		return nil, nil, nil, &upgradeError{"write", err}
-	}
-	if err := bw.Flush(); err != nil {
+	if err := writeUpgradeRequest(conn, out); err != nil {
 		conn.Close()
 		return nil, nil, nil, &upgradeError{"write", err}
 	}
@@ -253,25 +248,31 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	io.Copy(w, io.LimitReader(resp.Body, 1<<20))
 }
 
+// writeUpgradeRequest sends out's head to the upstream in one write.
+func writeUpgradeRequest(conn net.Conn, out *http.Request) error {
+	buf := headBuf()
+	defer putHead(buf)
+	b, ok := appendUpgradeRequest(*buf, out)
+	*buf = b
+	if !ok {
+		bw := bufio.NewWriterSize(conn, 2048)
+		if err := out.Write(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	_, err := conn.Write(b)
+	return err
+}
+
 // writeSwitching answers the client's upgrade with the upstream's 101,
 // choosing the subprotocol the client needs when its token came as one.
 func writeSwitching(client net.Conn, r *http.Request, resp *http.Response) error {
-	h := resp.Header.Clone()
-	removeHopHeaders(h)
-	stripAuthgateHeaders(h)
-	proto := rewrite.ProtocolAnswer(r.Header.Values("Sec-Websocket-Protocol"), h.Get("Sec-Websocket-Protocol"))
-	h.Del("Sec-Websocket-Protocol")
-	var b strings.Builder
-	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
-	if proto != "" {
-		b.WriteString("Sec-WebSocket-Protocol: " + proto + "\r\n")
-	}
+	buf := headBuf()
+	defer putHead(buf)
+	*buf = appendSwitching(*buf, r, resp)
 	client.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := h.Write(&b); err != nil {
-		return err
-	}
-	b.WriteString("\r\n")
-	_, err := io.WriteString(client, b.String())
+	_, err := client.Write(*buf)
 	client.SetWriteDeadline(time.Time{})
 	return err
 }
