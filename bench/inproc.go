@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -35,10 +36,16 @@ func runInproc(cfg string) error {
 						f.Close()
 						f = nil
 					}
+					if os.Getenv("BENCH_TRACE") != "" {
+						if tf, err := os.Create(strings.TrimSuffix(arg, ".pprof") + ".trace"); err == nil {
+							trace.Start(tf)
+						}
+					}
 				}
 			case cmd == "heap":
 				writeHeap(arg)
 			case cmd == "stop" && f != nil:
+				trace.Stop()
 				pprof.StopCPUProfile()
 				f.Close()
 				f = nil
