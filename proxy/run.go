@@ -64,10 +64,10 @@ func Run(ctx context.Context, opt RunOptions) error {
 	if opt.onServer != nil {
 		opt.onServer(srv)
 	}
-	// Keep-alive finds clients that vanished (mobile networks) after a
-	// minute idle plus the OS's probes; two socket options per accepted
-	// connection instead of Go's default four.
-	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: -1}}
+	// No TCP keep-alive on accept: a relayed WebSocket gets it when it
+	// starts (clientKeepAlive); a rejection or a plain HTTP exchange, which
+	// ends or idles out on its own, is spared three socket options.
+	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", snap.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", snap.Listen, err)

@@ -50,6 +50,10 @@ func removeHopHeaders(h http.Header) {
 // upgrade's system calls).
 var upstreamKeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}
 
+// clientKeepAlive finds a relayed client that vanished (a phone that
+// lost its network) after a minute idle and the OS's probes 15 s apart.
+var clientKeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: -1}
+
 // upgradeError says why the upstream did not take the upgrade; it maps to
 // 1014 / 502 and an upstream_error event.
 type upgradeError struct {
@@ -100,6 +104,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 	}
 	client.SetDeadline(time.Time{})
 	up.SetDeadline(time.Time{})
+	if tc, ok := client.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(clientKeepAlive)
+	}
 	if err := writeSwitching(client, r, resp); err != nil {
 		client.Close()
 		up.Close()
