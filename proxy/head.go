@@ -72,9 +72,8 @@ func appendSwitching(b []byte, r *http.Request, resp *http.Response) []byte {
 	if proto != "" {
 		b = appendField(b, "Sec-WebSocket-Protocol", proto)
 	}
-	listed := resp.Header["Connection"]
 	for k, vs := range resp.Header {
-		if k == "Sec-Websocket-Protocol" || isHopHeader(k) || isAuthgateHeader(k) || headerListed(listed, k) {
+		if k == "Sec-Websocket-Protocol" || isHopHeader(k) || isAuthgateHeader(k) || headerHasToken(resp.Header, "Connection", k) {
 			continue
 		}
 		for _, v := range vs {
@@ -156,18 +155,4 @@ func isHopHeader(k string) bool {
 
 func isAuthgateHeader(k string) bool {
 	return len(k) >= 11 && strings.EqualFold(k[:11], "X-Authgate-")
-}
-
-// headerListed reports whether the Connection values name k.
-func headerListed(connection []string, k string) bool {
-	for _, v := range connection {
-		for v != "" {
-			var t string
-			t, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(t), k) {
-				return true
-			}
-		}
-	}
-	return false
 }
