@@ -67,7 +67,11 @@ func appendUpgradeRequest(b []byte, out *http.Request) (_ []byte, ok bool) {
 // answer without hop-by-hop and X-Authgate-* fields, and the subprotocol
 // the client needs when its token came as one.
 func appendSwitching(b []byte, r *http.Request, resp *http.Response) []byte {
-	proto := rewrite.ProtocolAnswer(r.Header.Values("Sec-Websocket-Protocol"), resp.Header.Get("Sec-Websocket-Protocol"))
+	chose := resp.Header.Get("Sec-Websocket-Protocol")
+	if headerHasToken(resp.Header, "Connection", "Sec-Websocket-Protocol") {
+		chose = "" // named hop-by-hop: not the upstream's answer to the client
+	}
+	proto := rewrite.ProtocolAnswer(r.Header.Values("Sec-Websocket-Protocol"), chose)
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"...)
 	if proto != "" {
 		b = appendField(b, "Sec-WebSocket-Protocol", proto)

@@ -164,6 +164,7 @@ func TestSwitchingHeadMatchesHeaderWrite(t *testing.T) {
 		{"deflate and a cookie", client(), upstream(http.Header{"Sec-Websocket-Extensions": {"permessage-deflate; server_no_context_takeover"}, "Set-Cookie": {"s=1", "t=2"}})},
 		{"authgate headers stripped", client(), upstream(http.Header{"X-Authgate-Class": {"jwt"}, "x-authgate-evil": {"1"}})},
 		{"connection-listed stripped", client(), upstream(http.Header{"Connection": {"Upgrade, X-Secret"}, "X-Secret": {"s"}, "Keep-Alive": {"timeout=5"}})},
+		{"protocol listed in Connection", client("bearer, eyJ.a.b"), upstream(http.Header{"Connection": {"Upgrade, Sec-WebSocket-Protocol"}, "Sec-Websocket-Protocol": {"chat"}})},
 		{"CR LF in a value", client(), upstream(http.Header{"X-Evil": {"a\r\nX-Injected: 1"}})},
 		{"invalid name dropped", client(), upstream(http.Header{"Bad Name": {"x"}})},
 	}
