@@ -409,8 +409,16 @@ func TestAuthgateClose(t *testing.T) {
 		c := gorillaDial(t, websocket.Dialer{}, h.url())
 		rc := h.conn()
 		<-started
+		// Close only once the client has the frame's header: the frame is
+		// then in flight for certain (the upstream having written its
+		// start does not mean the relay has read it yet; on a loaded
+		// machine Close could otherwise find the relay at a boundary).
+		_, r, err := c.NextReader()
+		if err != nil {
+			t.Fatalf("client: no frame: %v", err)
+		}
 		go rc.Close(4002, "token expired", 4003, "revoked")
-		_, m, err := c.ReadMessage()
+		m, err := io.ReadAll(r)
 		if err != nil || !bytes.Equal(m, payload) {
 			t.Fatalf("client: got %d bytes, %v; want the whole %d-byte message first", len(m), err, size)
 		}
