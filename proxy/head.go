@@ -33,8 +33,8 @@ var requestExcluded = map[string]bool{"Host": true, "User-Agent": true, "Content
 
 // appendUpgradeRequest appends out's head as the upstream receives it:
 // GET, HTTP/1.1, Host, then out.Header. ok is false when out's Host is
-// a plain host[:port] (Request.Write would convert, refuse or drop it);
-// the caller then uses Request.Write.
+// not a plain host[:port] (Request.Write would convert, refuse or drop
+// it); the caller then uses Request.Write.
 func appendUpgradeRequest(b []byte, out *http.Request) (_ []byte, ok bool) {
 	host := out.Host
 	if host == "" {
