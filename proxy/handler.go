@@ -26,6 +26,9 @@ type exchange struct {
 	clientIP  string
 	xff       string
 	start     time.Time
+	// answerHTTP: a rejection is answered with a status even on a
+	// reject_with: close route (a refused legacy user's repeat attempt).
+	answerHTTP bool
 }
 
 type exchangeKey struct{}
@@ -72,8 +75,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ws {
 			transport = event.TransportWebSocket
 		}
+		closeFrame := ws && !d.Route.RejectHTTP && validHandshake(r)
+		if closeFrame && d.Action == policy.ActionReject && (d.Class == rewrite.ClassUUID || d.Reason == reasonRateLimited) &&
+			!s.repeats.closeFrame(repeatKey{x.clientIP, d.Route.Name, d.User}, now) {
+			closeFrame, x.answerHTTP = false, true
+		}
 		logAuth(&s.log, snap.Log, &authEvent{
-			d: d, transport: transport, closeFrame: ws && !d.Route.RejectHTTP && validHandshake(r),
+			d: d, transport: transport, closeFrame: closeFrame,
 			clientIP: x.clientIP, origin: r.Header.Get("Origin"),
 			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
 		})
@@ -231,10 +239,15 @@ var rejectGatewayTimeout = policy.Rejection{CloseCode: 1014, Status: http.Status
 // with reject_with: close, a completed handshake and at once a close frame
 // the browser can read; otherwise the status with a JSON body.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, x *exchange, errName string, rej policy.Rejection) {
-	if x.websocket && (x.d.Route == nil || !x.d.Route.RejectHTTP) && rej.CloseCode != 0 {
+	if x.websocket && !x.answerHTTP && (x.d.Route == nil || !x.d.Route.RejectHTTP) && rej.CloseCode != 0 {
 		if s.rejectWebSocket(w, r, uint16(rej.CloseCode), rej.Message) {
 			return
 		}
+	}
+	if x.answerHTTP {
+		// A repeat attempt: its client reconnects on a new connection
+		// anyway; closing this one spares a read of its EOF.
+		w.Header().Set("Connection", "close")
 	}
 	writeJSONError(w, x.requestID, errName, rej)
 }

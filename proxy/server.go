@@ -49,6 +49,8 @@ type Server struct {
 	conns    registry
 	metrics  *metrics
 	limiter  *ipLimiter
+	repeats  *repeatRefusals
+	trimmer  *connTrimmer
 	expiry   expiryQueue
 	boundary boundaryTimer
 
@@ -62,7 +64,7 @@ var _ http.Handler = (*Server)(nil)
 
 // New returns a Server serving snap.
 func New(snap *policy.Snapshot, opt Options) *Server {
-	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter()}
+	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter(), repeats: newRepeatRefusals(), trimmer: newConnTrimmer()}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -116,6 +118,7 @@ func (s *Server) HTTPServer() *http.Server {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          s.stdLogger(),
+		ConnState:         s.trimmer.connState,
 	}
 	s.mu.Lock()
 	s.servers = append(s.servers, hs)
@@ -141,6 +144,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // done or ctx ends. It returns how many WebSockets it closed.
 func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	s.draining.Store(true)
+	defer s.trimmer.stop()
 	s.mu.Lock()
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
