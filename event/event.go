@@ -12,7 +12,9 @@ const (
 	UpstreamError = "upstream_error"
 	Start         = "start"
 	Stop          = "stop"
-	HTTPError     = "http_error" // net/http's own messages (TLS handshake errors, ...)
+	HTTPError     = "http_error"     // net/http's own messages (TLS handshake errors, ...)
+	UpstreamStart = "upstream_start" // same-service mode: the backend started as authgate's child
+	UpstreamExit  = "upstream_exit"  // same-service mode: the child ended (code or signal, uptime)
 )
 
 // Field keys. zerolog writes TimeFieldName, LevelFieldName and
