@@ -112,9 +112,21 @@ func (s Status) ExitCode() int {
 	return s.Code
 }
 
+// SignalName is the name of the signal that ended the child ("SIGKILL"),
+// or "" when it exited.
+func (s Status) SignalName() string {
+	if s.Signal == 0 {
+		return ""
+	}
+	if n := unix.SignalName(s.Signal); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(s.Signal))
+}
+
 func (s Status) String() string {
 	if s.Signal != 0 {
-		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), unix.SignalName(s.Signal))
+		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), s.SignalName())
 	}
 	return fmt.Sprintf("exited with code %d", s.Code)
 }
