@@ -280,9 +280,11 @@ func TestSameServiceLateStart(t *testing.T) {
 
 // TestSameServiceSIGTERMOrder: SIGTERM to authgate's whole process group,
 // as a platform sends it. authgate's own shutdown comes first: every open
-// WebSocket gets 1012 before the child receives SIGTERM (the child records
-// when), the child is gone afterwards, and authgate exits with the
-// child's status, 0.
+// WebSocket gets 1012 and an HTTP request in flight gets its answer before
+// the child receives SIGTERM (the child records when), the child is gone
+// afterwards, and authgate exits with the child's status, 0. (The request
+// in flight is what makes a wrong order visible: a child signalled first
+// records its SIGTERM a second before the request ends.)
 func TestSameServiceSIGTERMOrder(t *testing.T) {
 	sigLog := filepath.Join(t.TempDir(), "signals")
 	child := []string{"/bin/sh", "-c", "SIGNAL_LOG=" + sigLog + " exec " + pythonBin + " " + filepath.Join(backendDir, "recording.py")}
@@ -309,6 +311,22 @@ func TestSameServiceSIGTERMOrder(t *testing.T) {
 	}
 	os.Remove(sigLog)
 
+	var slowAt time.Time
+	var slowCode int
+	var slowErr error
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		resp, err := noKeepAlive.Get("http://" + g.listen + "/slow?ms=1000")
+		if err != nil {
+			slowErr = err
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		slowAt, slowCode = time.Now(), resp.StatusCode
+	}()
+	time.Sleep(300 * time.Millisecond) // the request is in flight
 	closedAt := make([]time.Time, len(clients))
 	codes := make([]int, len(clients))
 	var wg sync.WaitGroup
@@ -325,6 +343,7 @@ func TestSameServiceSIGTERMOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
+	<-slowDone
 	code := g.exitCode(t, 20*time.Second)
 	b, err := os.ReadFile(sigLog)
 	if err != nil {
@@ -345,6 +364,15 @@ func TestSameServiceSIGTERMOrder(t *testing.T) {
 				i, closedAt[i].Sub(childTerm))
 		}
 	}
+	if slowErr != nil || slowCode != 200 {
+		t.Errorf("HTTP request in flight at SIGTERM: got %d %v, want 200", slowCode, slowErr)
+	} else if !slowAt.Before(childTerm) {
+		t.Errorf("the HTTP request in flight ended %s after the child's SIGTERM: the backend was signalled before authgate drained",
+			slowAt.Sub(childTerm))
+	}
+	if strings.Count(string(b), "\n") != 1 {
+		t.Errorf("signal log %q: want one SIGTERM", b)
+	}
 	if code != 0 {
 		t.Errorf("authgate exited %d, want 0 (uvicorn's status after SIGTERM)", code)
 	}
@@ -357,8 +385,8 @@ func TestSameServiceSIGTERMOrder(t *testing.T) {
 			last = c
 		}
 	}
-	t.Logf("SIGTERM to the group; last 1012 after %s; child's SIGTERM after %s (%s after the last 1012); exit %d",
-		last.Sub(sent).Round(time.Microsecond), childTerm.Sub(sent).Round(time.Microsecond), childTerm.Sub(last).Round(time.Microsecond), code)
+	t.Logf("SIGTERM to the group; last 1012 after %s; the HTTP request in flight answered after %s; child's SIGTERM after %s; exit %d",
+		last.Sub(sent).Round(time.Microsecond), slowAt.Sub(sent).Round(time.Microsecond), childTerm.Sub(sent).Round(time.Microsecond), code)
 	t.Logf("authgate's log and the child's stdout:\n%s\nstderr (the child's):\n%s", g.logText(), g.stderr.String())
 	exits := readEvents(g.logPath, "upstream_exit")
 	if len(exits) != 1 || exits[0]["code"] != 0.0 || exits[0]["message"] != "backend stopped" {

@@ -6,9 +6,11 @@ time with when authgate closed its WebSockets.
 
 Each SIGTERM or SIGINT appends "SIGNUM UNIX_NANOSECONDS" to SIGNAL_LOG
 before uvicorn's own handling; SIGUSR1 appends too and is otherwise
-ignored (forwarding test).
+ignored (forwarding test). GET /slow?ms=N answers after N ms: a request
+in flight when authgate is told to stop.
 """
 
+import asyncio
 import os
 import signal
 import sys
@@ -17,7 +19,15 @@ import time
 import uvicorn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from app import app  # noqa: E402
+
 LOG = os.environ["SIGNAL_LOG"]
+
+
+@app.get("/slow")
+async def slow(ms: int = 1000):
+    await asyncio.sleep(ms / 1000)
+    return {"slept_ms": ms}
 
 
 def record(sig):
@@ -35,6 +45,6 @@ class RecordingServer(uvicorn.Server):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGUSR1, lambda sig, frame: record(sig))
-    config = uvicorn.Config("app:app", host="127.0.0.1", port=int(os.environ["PORT"]), ws="websockets",
+    config = uvicorn.Config(app, host="127.0.0.1", port=int(os.environ["PORT"]), ws="websockets",
                             log_level="info", access_log=False)
     RecordingServer(config).run()
