@@ -65,7 +65,6 @@ func startSameService(t *testing.T, command []string, wrap ...string) (*ssGate, 
 	return g, internal
 }
 
-
 // killChildren ends a child left behind by a failed test (authgate dies
 // with the test process; its child, in a group of its own, would not).
 func killChildren(g *ssGate) {
