@@ -36,20 +36,24 @@ import (
 )
 
 var (
-	releaseOnce sync.Once
-	releaseDir  string
-	releaseErr  error
-	releaseLog  string
+	releaseOnce    sync.Once
+	releaseVersion string
+	releaseDir     string
+	releaseErr     error
+	releaseLog     string
 )
 
 // buildRelease runs release.yml's build step as GitHub would (bash -e,
-// the step's env, VERSION the tag) into a temporary DIST, once per run.
+// the step's env, VERSION the tag) into a temporary DIST, once per run
+// (both callers ask for the same tag).
 func buildRelease(t *testing.T, version string) string {
 	t.Helper()
 	root := renderRepoRoot(t)
 	env, script, _ := releaseBuild(t, root)
 	releaseOnce.Do(func() {
-		dist, err := os.MkdirTemp("", "authgate-release-")
+		releaseVersion = version
+		// Under TestMain's temporary directory, removed when the run ends.
+		dist, err := os.MkdirTemp(filepath.Dir(authgateBin), "release-")
 		if err != nil {
 			releaseErr = err
 			return
@@ -75,7 +79,9 @@ func buildRelease(t *testing.T, version string) string {
 	if releaseErr != nil {
 		t.Fatalf("release.yml build step: %v\n%s", releaseErr, releaseLog)
 	}
-	t.Cleanup(func() {}) // the directory lives until the process ends (TestMain's temp dirs are per run)
+	if version != releaseVersion {
+		t.Fatalf("release built for %s, asked for %s", releaseVersion, version)
+	}
 	return releaseDir
 }
 
@@ -132,7 +138,14 @@ func untar(t *testing.T, archive, dir string) []string {
 // and SHA256SUMS, the sums match, each archive holds one static binary
 // for its architecture, and linux/amd64's runs `version`.
 func TestRelease(t *testing.T) {
-	const version = "v0.0.0-e2e"
+	// The tag the native build command downloads, so that
+	// TestSameServiceNative installs what this test checked.
+	_, svc := ssLoadBlueprint(t, renderRepoRoot(t))
+	m := nativeVersion.FindStringSubmatch(svc.BuildCommand)
+	if m == nil {
+		t.Fatalf("buildCommand %q: no V=", svc.BuildCommand)
+	}
+	version := m[1]
 	dist := buildRelease(t, version)
 	t.Log(releaseLog)
 	ents, err := os.ReadDir(dist)
