@@ -215,6 +215,16 @@ func TestSameServiceFiles(t *testing.T) {
 	if m == nil {
 		t.Fatalf("render.yaml python buildCommand %q: no V=vX.Y.Z", native.BuildCommand)
 	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"buildCommand: " + native.BuildCommand + "\n", "startCommand: " + native.StartCommand + "\n",
+		`ENTRYPOINT ["authgate","serve","--config","/etc/authgate/config.yaml","--"]`} {
+		if !bytes.Contains(readme, []byte(want)) {
+			t.Errorf("README's Render section does not show %q as render.yaml and the Dockerfile have it", want)
+		}
+	}
 	for _, want := range []string{"A=authgate_${V}_linux_amd64.tar.gz", "$U/$A", "$U/SHA256SUMS", `grep " $A\$" SHA256SUMS | sha256sum -c -`, "tar -xzf $A -C bin authgate"} {
 		if !strings.Contains(native.BuildCommand, want) {
 			t.Errorf("render.yaml python buildCommand lacks %q:\n%s", want, native.BuildCommand)
