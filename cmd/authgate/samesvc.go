@@ -65,9 +65,10 @@ func serveWithChild(cfgPath string, command []string, stdout, stderr io.Writer) 
 	})
 	if err != nil {
 		sv.stop() // a listener that failed once the child was up
-		if sv.ownExit.Load() {
-			// The child ended before authgate listened (Run's listen was
-			// cancelled): its status, as upstream_exit said.
+		if sv.proc.Load() != nil && ctx.Err() != nil {
+			// The child ended, or a signal came, before authgate listened
+			// (Run's listen was cancelled): the child's status, as
+			// upstream_exit said.
 			return sv.exitCode()
 		}
 		var se *child.StartError
