@@ -241,3 +241,25 @@ func unsetSubreaper(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestNoDescriptorLeak: starting and reaping children leaves no
+// descriptor behind (os.StartProcess holds a pidfd until the process is
+// waited for or released), in both wait loops.
+func TestNoDescriptorLeak(t *testing.T) {
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	for _, reap := range []bool{false, true} {
+		before := fds()
+		for i := 0; i < 20; i++ {
+			waitDone(t, sh(t, "exit 0", Options{ReapOrphans: reap}), 5*time.Second)
+		}
+		if after := fds(); after != before {
+			t.Errorf("reap_orphans=%v: %d descriptors after 20 children, %d before", reap, after, before)
+		}
+	}
+}
