@@ -297,6 +297,27 @@ func TestSameServiceSIGTERMOrder(t *testing.T) {
 		_, c := expectHello(t, ws+tok, nil)
 		clients = append(clients, c)
 	}
+	// SIGHUP reloads authgate and is not forwarded: the child (whose
+	// Python would die of a SIGHUP) stays, and authgate answers with a
+	// config event.
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	g.event(t, "config", 5*time.Second)
+	if err := renderPoll(nil, 5*time.Second, func() error {
+		for _, e := range readEvents(g.logPath, "config") {
+			if e["result"] == "unchanged" {
+				return nil
+			}
+		}
+		return errors.New("no config unchanged event after SIGHUP")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if processGone(pid) || isZombie(pid) {
+		t.Fatalf("the child ended after authgate's SIGHUP: it was forwarded")
+	}
+	if code, _ := g.health(t); code != 200 {
+		t.Errorf("health after SIGHUP: %d", code)
+	}
 	// USR1 is forwarded to the child's group (the recording backend
 	// writes it down and carries on).
 	g.cmd.Process.Signal(syscall.SIGUSR1)

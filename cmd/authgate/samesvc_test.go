@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,5 +121,44 @@ func TestServeChildExit(t *testing.T) {
 				t.Errorf("upstream_exit: got %q, want %s, exit_status %d and that it never accepted", exit, tc.field, tc.code)
 			}
 		})
+	}
+}
+
+// TestServeStopTimeout: a child that ignores SIGTERM is killed once
+// upstream.stop_timeout has passed, and authgate exits 137 saying so.
+func TestServeStopTimeout(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	up := freePort(t)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\nadmin_listen: \"\"\nshutdown_timeout: 2s\ntrusted_proxies: [private]\nupstream: {url: \"http://127.0.0.1:%d\", stop_timeout: 1s}\nverify: {hs256_secret: 0123456789abcdef0123456789abcdef}\nroutes: [{name: a, match: {path: /a}}]\n", freePort(t), up)), 0o644)
+	cmd := authgate("serve", "--config", cfg, "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(500 * time.Millisecond) // started, the trap set
+	sent := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("authgate still running 10s after SIGTERM\n%s", out.String())
+	}
+	el := time.Since(sent)
+	if code := cmd.ProcessState.ExitCode(); code != 137 || el < time.Second || el > 5*time.Second {
+		t.Errorf("got exit %d after %s, want 137 after stop_timeout 1s\nstdout:\n%s\nstderr:\n%s", code, el, out.String(), errOut.String())
+	}
+	var term, kill, exit bool
+	for _, l := range strings.Split(out.String(), "\n") {
+		term = term || strings.Contains(l, `"event":"upstream_stop"`) && strings.Contains(l, `"signal":"SIGTERM"`) && strings.Contains(l, `"stop_timeout":"1s"`)
+		kill = kill || strings.Contains(l, `"event":"upstream_stop"`) && strings.Contains(l, `"signal":"SIGKILL"`) && strings.Contains(l, `"level":"warn"`)
+		exit = exit || strings.Contains(l, `"event":"upstream_exit"`) && strings.Contains(l, `"signal":"SIGKILL"`) && strings.Contains(l, `"message":"backend stopped"`)
+	}
+	if !term || !kill || !exit {
+		t.Errorf("want upstream_stop SIGTERM (%v), upstream_stop SIGKILL (%v), upstream_exit SIGKILL (%v):\n%s", term, kill, exit, out.String())
 	}
 }
