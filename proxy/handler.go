@@ -48,8 +48,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	snap := s.snap.Load()
 	if r.URL.Path == snap.HealthPath {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		if !s.upstreamReady() {
+			// Same-service mode, the child not accepting yet: a platform
+			// health check must not route traffic here (Render fails a
+			// deploy whose check never passes, which is right).
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"status":"starting"}` + "\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 		return
 	}
@@ -114,6 +123,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWebSocket(w, r, x)
 		return
 	}
+	s.awaitUpstream(r.Context(), snap.Upstream.ResponseTimeout)
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 }
 

@@ -34,6 +34,9 @@ type Options struct {
 	Logger zerolog.Logger
 	// Now is the clock decisions are made with; nil means time.Now.
 	Now func() time.Time
+	// UpstreamReady, when not nil, is closed once the upstream accepts
+	// connections (see RunOptions.UpstreamReady); nil means ready.
+	UpstreamReady <-chan struct{}
 }
 
 // Server is authgate's public handler, with its registry of open
@@ -55,6 +58,9 @@ type Server struct {
 	boundary boundaryTimer
 
 	draining  atomic.Bool
+	stopping  chan struct{} // closed by Shutdown: waits for readiness end
+	stopOnce  sync.Once
+	upReady   <-chan struct{}
 	xffWarned atomic.Bool // the untrusted-proxy warning was logged under this config
 	mu        sync.Mutex
 	servers   []*http.Server
@@ -64,7 +70,9 @@ var _ http.Handler = (*Server)(nil)
 
 // New returns a Server serving snap.
 func New(snap *policy.Snapshot, opt Options) *Server {
-	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter(), repeats: newRepeatRefusals(), trimmer: newConnTrimmer()}
+	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter(),
+		repeats: newRepeatRefusals(), trimmer: newConnTrimmer(),
+		stopping: make(chan struct{}), upReady: opt.UpstreamReady}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -145,6 +153,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	s.draining.Store(true)
 	defer s.trimmer.stop()
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.mu.Lock()
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
@@ -165,6 +174,37 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	wg.Wait()
 	s.ups.closeIdle()
 	return n, errors.Join(append(errs, wsErr)...)
+}
+
+// upstreamReady reports whether the upstream accepts connections.
+func (s *Server) upstreamReady() bool {
+	if s.upReady == nil {
+		return true
+	}
+	select {
+	case <-s.upReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitUpstream waits until the upstream accepts connections, limit
+// passes, ctx ends or shutdown begins, whichever is first; the request
+// then goes on (and fails as it would have, if the upstream is still
+// not there).
+func (s *Server) awaitUpstream(ctx context.Context, limit time.Duration) {
+	if s.upstreamReady() {
+		return
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-s.upReady:
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.stopping:
+	}
 }
 
 // stdLogger routes net/http's own messages (TLS handshake errors, a
