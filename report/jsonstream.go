@@ -30,8 +30,9 @@ const maxJSONValue = 8 * maxLineLength
 
 // isJSONStream reports whether br starts with Render's JSON: an object
 // whose first line is only "{" (MarshalIndent's output), or whose first
-// key is "logs" (an API page). A plain line is an object on one line
-// whose first key is zerolog's "level" or "time".
+// key is one of a page's (Logs200Response: hasMore, logs, nextEndTime,
+// nextStartTime). A plain line is an object on one line whose first key
+// is zerolog's "level".
 func isJSONStream(br *bufio.Reader) bool {
 	head, _ := br.Peek(4096)
 	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
@@ -44,8 +45,15 @@ func isJSONStream(br *bufio.Reader) bool {
 	if i < len(head) && (head[i] == '\n' || head[i] == '\r') {
 		return true
 	}
-	return bytes.HasPrefix(head[i:], []byte(`"logs"`))
+	for _, key := range pageKeys {
+		if bytes.HasPrefix(head[i:], []byte(key)) {
+			return true
+		}
+	}
+	return false
 }
+
+var pageKeys = []string{`"logs"`, `"hasMore"`, `"nextStartTime"`, `"nextEndTime"`}
 
 // renderLog is one log of either shape. A message that is absent, null
 // or not a string leaves Message nil: that record is invalid, the stream
@@ -91,8 +99,8 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 
 // jsonStream reads one input's JSON values.
 type jsonStream struct {
-	a       *Aggregator
-	dec     *json.Decoder
+	a        *Aggregator
+	dec      *json.Decoder
 	records  int64 // complete records read
 	inPage   bool  // inside a page's logs: a broken record there is an API record
 	recStart int64 // where the page's record being read begins
