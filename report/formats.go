@@ -1,5 +1,7 @@
 package report
 
+import "fmt"
+
 // Input formats. Every shape a log reaches the report in is a small
 // reader that hands authgate's lines to the same Aggregator.Line:
 //
@@ -28,6 +30,21 @@ type ByFormat struct {
 	RenderCLIText int64 `json:"render_cli_text"` // `render logs -o text` lines
 	RenderCLIJSON int64 `json:"render_cli_json"` // `render logs -o json` objects
 	RenderAPI     int64 `json:"render_api"`      // log records of GET /v1/logs pages (--render, --save files)
+}
+
+// text lists the formats other than plain lines, for the text output:
+// "" for an input of plain lines only.
+func (b ByFormat) text() string {
+	var s string
+	for _, f := range []struct {
+		n    int64
+		name string
+	}{{b.Syslog, "syslog"}, {b.RenderCLIText, "render_cli_text"}, {b.RenderCLIJSON, "render_cli_json"}, {b.RenderAPI, "render_api"}} {
+		if f.n > 0 {
+			s += fmt.Sprintf(", %d %s", f.n, f.name)
+		}
+	}
+	return s
 }
 
 func (b ByFormat) minus(o ByFormat) ByFormat {
