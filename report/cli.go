@@ -194,7 +194,10 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 			fmt.Fprintf(stderr, "authgate report: --render %s needs RENDER_API_KEY: a Render API key (Account Settings, API Keys)\n", *renderSvc)
 			return ExitError
 		}
-		client = &renderapi.Client{BaseURL: getenv("RENDER_API_URL"), Key: key}
+		client = &renderapi.Client{BaseURL: getenv("RENDER_API_URL"), Key: key,
+			OnWait: func(d time.Duration, why string) {
+				fmt.Fprintf(stderr, "render: %s: waiting %s\n", why, d.Round(time.Millisecond))
+			}}
 		if o.RenderClient != nil {
 			o.RenderClient(client)
 		}

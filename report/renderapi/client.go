@@ -303,7 +303,7 @@ func (c *Client) get(ctx context.Context, u string) ([]byte, error) {
 	retries, backoff := orDefault(c.Retries, 5), orDefault(c.Backoff, time.Second)
 	waits := orDefault(c.RateLimitWaits, 20)
 	var last error
-	attempt := 0
+	attempt, failures := 0, 0
 	for limited := 0; ; {
 		attempt++
 		body, status, hdr, err := c.do(ctx, u)
@@ -328,10 +328,11 @@ func (c *Client) get(ctx context.Context, u string) ([]byte, error) {
 		default:
 			last = err
 		}
-		if attempt > retries {
+		failures++
+		if failures > retries {
 			return nil, &GaveUpError{short, attempt, last}
 		}
-		d := backoff << (attempt - 1)
+		d := backoff << (failures - 1)
 		d += rand.N(d/4 + 1) // jitter, as Render's rate-limit page recommends
 		if err := c.sleep(ctx, d, last.Error()); err != nil {
 			return nil, err
