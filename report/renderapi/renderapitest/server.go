@@ -31,6 +31,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	faults   []Fault
+	before   int // GET /logs requests to answer before the faults
 	requests []*http.Request
 }
 
@@ -56,6 +57,14 @@ func (s *Server) APIURL() string { return s.Server.URL + "/v1" }
 func (s *Server) Fail(f ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.faults = append(s.faults, f...)
+}
+
+// FailAfter queues faults for the GET /logs requests after the next n.
+func (s *Server) FailAfter(n int, f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before = n
 	s.faults = append(s.faults, f...)
 }
 
@@ -101,7 +110,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/v1/logs":
 		s.mu.Lock()
 		var f *Fault
-		if len(s.faults) > 0 {
+		if s.before > 0 {
+			s.before--
+		} else if len(s.faults) > 0 {
 			f = &s.faults[0]
 			s.faults = s.faults[1:]
 		}
