@@ -2,6 +2,7 @@ package renderapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -97,4 +98,36 @@ func TestDecodePage(t *testing.T) {
 	if err != nil || len(p.Logs) != 1 || p.Logs[0].Labels[0].Value != "i" {
 		t.Errorf("a page of the documented shape: %+v, %v", p, err)
 	}
+}
+
+// FuzzDecodePage: any answer either is refused with a shape error naming
+// the URL, or decodes to a page whose logs all have a time and that
+// survives being written (as --save does) and read again.
+func FuzzDecodePage(f *testing.F) {
+	f.Add([]byte(`{"hasMore":false,"logs":[{"id":"a","labels":[{"name":"instance","value":"i"}],"message":"m","timestamp":"2026-10-08T05:00:00.5Z"}],"nextEndTime":"2026-10-08T06:00:00Z","nextStartTime":"2026-10-08T06:00:00Z"}`)) // the documented shape
+	f.Add([]byte(`{"logs":[],"hasMore":true,"nextStartTime":"2026-10-08T05:00:00Z","nextEndTime":"2026-10-08T06:00:00Z"}`))                                                                                                          // an empty page with more
+	f.Add([]byte(`{"logs":null,"hasMore":false}`))                                                                                                                                                                                   // null logs
+	f.Add([]byte(`{"logs":[{"timestamp":"x"}],"hasMore":false}`))                                                                                                                                                                    // a bad time
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := decodePage("https://api.example/v1/logs", body)
+		if err != nil {
+			var se *ShapeError
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), "https://api.example/v1/logs") {
+				t.Fatalf("not a shape error naming the URL: %v", err)
+			}
+			return
+		}
+		for i, l := range p.Logs {
+			if l.Timestamp.IsZero() {
+				t.Fatalf("log %d without a time", i)
+			}
+		}
+		out, err := json.Marshal(p)
+		if err != nil {
+			return // a time json cannot write (year > 9999): not saved
+		}
+		if _, err := decodePage("u", out); err != nil {
+			t.Fatalf("a page written as --save writes it does not read back: %v\n%s", err, out)
+		}
+	})
 }
