@@ -132,9 +132,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // logs answers GET /v1/logs: the logs of the resource with start <= time
-// <= end, oldest first, at most limit; nextStartTime is the time of the
-// last log given, so a page that ends inside one timestamp is followed by
-// one that begins with it again.
+// <= end, oldest first with direction=forward (newest first otherwise, as
+// Render's default), at most limit; the next page's bound is the time of
+// the last log given, so a page that ends inside one timestamp is followed
+// by one that begins with it again.
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	owner, resource := q.Get("ownerId"), q.Get("resource")
@@ -142,8 +143,9 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody("ownerId and resource must name a service of the owner"))
 		return
 	}
-	if q.Get("direction") != "forward" || q.Get("type") != "app" {
-		writeJSON(w, http.StatusBadRequest, errorBody("this stand-in serves direction=forward, type=app only"))
+	backward := q.Get("direction") != "forward" // Render's default, as the CLI's
+	if t := q.Get("type"); t != "" && t != "app" {
+		writeJSON(w, http.StatusBadRequest, errorBody("this stand-in holds app logs only"))
 		return
 	}
 	start, err1 := time.Parse(time.RFC3339Nano, q.Get("startTime"))
@@ -169,13 +171,23 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		matched = append(matched, l)
 	}
 	slices.SortStableFunc(matched, func(a, b renderapi.Log) int { return a.Timestamp.Compare(b.Timestamp) })
+	if backward {
+		slices.Reverse(matched)
+	}
 	page := renderapi.Page{Logs: matched[:min(limit, len(matched))], NextEndTime: end, NextStartTime: end}
+	if backward {
+		page.NextStartTime = start
+	}
 	if page.Logs == nil {
 		page.Logs = []renderapi.Log{}
 	}
 	if len(matched) > limit {
 		page.HasMore = true
-		page.NextStartTime = matched[limit-1].Timestamp
+		if backward {
+			page.NextEndTime = matched[limit-1].Timestamp
+		} else {
+			page.NextStartTime = matched[limit-1].Timestamp
+		}
 	}
 	writeJSON(w, http.StatusOK, page)
 }
