@@ -193,7 +193,7 @@ func findings(t testing.TB, r *Report) string {
 }
 
 func TestRenderFormatsMatchPlainLines(t *testing.T) {
-	plainLog, lines := genLines(t, 2<<20)
+	plainLog, lines := genLines(t, 1<<20)
 	plain := reportOf(t, "plain.log", plainLog)
 	if plain.Totals.Requests < 1000 || plain.Verdict.Status != StatusNotSafe || plain.Legacy.Users == 0 {
 		t.Fatalf("the generated log is not a useful baseline: %d requests, verdict %s, %d legacy users",

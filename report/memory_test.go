@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-var renderJSONSize = flag.Int64("render-json-size", 48<<20,
+var renderJSONSize = flag.Int64("render-json-size", 24<<20,
 	"bytes of `render logs -o json` TestRenderJSONMemory streams (go test -run TestRenderJSONMemory -v -args -render-json-size 209715200)")
 
 // cliJSONReader generates a `render logs -o json` stream of about size
@@ -23,7 +23,7 @@ type cliJSONReader struct {
 	size, n int64
 	i       int
 	buf     []byte
-	peak    uint64 // the largest heap seen, sampled every 4 MiB
+	peak    uint64 // the largest heap seen, sampled every 1 MiB
 	next    int64
 }
 
@@ -48,7 +48,7 @@ func (r *cliJSONReader) Read(p []byte) (int, error) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		r.peak = max(r.peak, ms.HeapAlloc)
-		r.next = r.n + 4<<20
+		r.next = r.n + 1<<20
 	}
 	return n, nil
 }
