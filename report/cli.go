@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -194,7 +196,12 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 			fmt.Fprintf(stderr, "authgate report: --render %s needs RENDER_API_KEY: a Render API key (Account Settings, API Keys)\n", *renderSvc)
 			return ExitError
 		}
-		client = &renderapi.Client{BaseURL: getenv("RENDER_API_URL"), Key: key,
+		base := getenv("RENDER_API_URL")
+		if err := checkAPIURL(base); err != nil {
+			fmt.Fprintf(stderr, "authgate report: RENDER_API_URL %q: %v\n", base, err)
+			return ExitError
+		}
+		client = &renderapi.Client{BaseURL: base, Key: key,
 			OnWait: func(d time.Duration, why string) {
 				fmt.Fprintf(stderr, "render: %s: waiting %s\n", why, d.Round(time.Millisecond))
 			}}
@@ -297,6 +304,28 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 		return ExitError
 	}
 	return rep.Verdict.ExitCode
+}
+
+// checkAPIURL refuses a RENDER_API_URL the key must not be sent to: not
+// https, unless it is on loopback (a stand-in for tests).
+func checkAPIURL(base string) error {
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "http":
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			return nil
+		}
+		return errors.New("plain http would send RENDER_API_KEY in the clear: use https (http only on loopback)")
+	}
+	return errors.New("want an https URL, like https://api.render.com/v1")
 }
 
 // logsBeginLate reports whether the logs begin after the start of the

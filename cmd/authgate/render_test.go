@@ -209,6 +209,9 @@ func TestReportRenderErrors(t *testing.T) {
 			[]string{"/v1/logs: unexpected answer: field logs"}},
 		{"a page without hasMore", nil, nil, []renderapitest.Fault{{Status: 200, Body: `{"logs": []}`}}, 2,
 			[]string{"/v1/logs: unexpected answer: field hasMore: missing"}},
+		{"RENDER_API_URL over plain http elsewhere", func(string) []string {
+			return []string{"RENDER_API_KEY=" + renderKey, "RENDER_API_URL=http://api.render.com/v1"}
+		}, nil, nil, 0, []string{"plain http would send RENDER_API_KEY in the clear"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
