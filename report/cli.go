@@ -2,12 +2,17 @@ package report
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"time"
+
+	"authgate/report/renderapi"
 )
 
 // Options are the parts of a run that do not come from flags.
@@ -16,6 +21,14 @@ type Options struct {
 	// given, and the base of --since DUR. Nil means time.Now; tests set a
 	// fixed clock so their output is deterministic.
 	Now func() time.Time
+	// Getenv reads RENDER_API_KEY and RENDER_API_URL; nil is os.Getenv.
+	Getenv func(string) string
+	// Terminal tells whether stderr is a terminal (a progress bar);
+	// nil checks for a character device.
+	Terminal func(io.Writer) bool
+	// RenderClient, when set, adjusts the API client before --render
+	// uses it (tests shorten its waits).
+	RenderClient func(*renderapi.Client)
 }
 
 // Command runs `authgate report` with args (the arguments after
@@ -26,13 +39,17 @@ func Command(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 const usageText = `usage: authgate report [flags] [FILE...]
+       authgate report --render SERVICE_ID [--save FILE] [flags] [FILE...]
 
 Reads authgate's JSON log lines from FILEs, plain or gzip (told apart by
-content), or from stdin when there is no FILE or FILE is "-". Files of
-several instances are merged, in any order. Lines with a prefix before the
-JSON object (a log collector's timestamp) are read; other lines are skipped
-and counted. Prints who still uses the legacy UUID path, and whether it can
-be deleted.
+content), or from stdin when there is no FILE (and no --render) or FILE is
+"-". Files of several instances are merged, in any order. Lines with a
+prefix before the JSON object (a log collector's timestamp) are read; other
+lines are skipped and counted. Render's shapes are read as they come,
+told apart by content: ` + "`render logs -o json`" + ` and ` + "`-o text`" + ` output, pages of
+its API's GET /v1/logs (as --save writes them), and RFC 5424 lines of a log
+stream. Prints who still uses the legacy UUID path, and whether it can be
+deleted.
 
 flags:
   --since DUR|TIME   start of the window: a duration before the window's end
@@ -47,6 +64,15 @@ flags:
                      stopped for the verdict safe (default 7d)
   --max-gap DUR      the longest silence of an instance inside the quiet
                      period that is not a hole in the logs (default 6h)
+  --render ID        also fetch the window's app logs of Render service ID
+                     (srv-...) from Render's API: RENDER_API_KEY (required),
+                     RENDER_API_URL (default https://api.render.com/v1);
+                     without --since, the last 30 days (Render keeps 7 days
+                     on Hobby, 14 on Professional, 30 on Organization and
+                     Enterprise). Progress goes to stderr.
+  --save FILE        with --render: append what was fetched to FILE (pages
+                     of the API, which this command reads), so a later
+                     report can reach past Render's retention
 
 coverage (why the verdict may be insufficient_data with traffic present):
   Every authgate line (any event, any route) is presence of its instance,
@@ -93,6 +119,8 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 	coverage := fs.Bool("coverage", false, "with --format csv: one row per instance")
 	quietFor := fs.String("quiet-for", "7d", "quiet period before the window's end")
 	maxGap := fs.String("max-gap", "6h", "longest silence of an instance that is not a hole")
+	renderSvc := fs.String("render", "", "fetch this Render service's app logs")
+	saveFile := fs.String("save", "", "with --render: append the fetched logs to this file")
 
 	files, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -154,6 +182,33 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 	if *users && *coverage {
 		return usageErr(errors.New("--users and --coverage: choose one CSV"))
 	}
+	if *saveFile != "" && *renderSvc == "" {
+		return usageErr(errors.New("--save applies to --render only"))
+	}
+	getenv := os.Getenv
+	if o.Getenv != nil {
+		getenv = o.Getenv
+	}
+	var client *renderapi.Client
+	if *renderSvc != "" {
+		key := getenv("RENDER_API_KEY")
+		if key == "" {
+			fmt.Fprintf(stderr, "authgate report: --render %s needs RENDER_API_KEY: a Render API key (Account Settings, API Keys)\n", *renderSvc)
+			return ExitError
+		}
+		base := getenv("RENDER_API_URL")
+		if err := checkAPIURL(base); err != nil {
+			fmt.Fprintf(stderr, "authgate report: RENDER_API_URL %q: %v\n", base, err)
+			return ExitError
+		}
+		client = &renderapi.Client{BaseURL: base, Key: key,
+			OnWait: func(d time.Duration, why string) {
+				fmt.Fprintf(stderr, "render: %s: waiting %s\n", why, d.Round(time.Millisecond))
+			}}
+		if o.RenderClient != nil {
+			o.RenderClient(client)
+		}
+	}
 
 	// Open every file before reading any, so a typo fails at once.
 	type input struct {
@@ -162,7 +217,7 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 		f    *os.File // nil for stdin, which is not ours to close
 	}
 	var inputs []input
-	if len(files) == 0 {
+	if len(files) == 0 && *renderSvc == "" {
 		files = []string{"-"}
 	}
 	for _, name := range files {
@@ -179,6 +234,16 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 		inputs = append(inputs, input{name, f, f})
 	}
 
+	// The --save file too, before any request.
+	var save *os.File
+	if *saveFile != "" {
+		if save, err = os.OpenFile(*saveFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+			fmt.Fprintf(stderr, "authgate report: --save: %v\n", err)
+			return ExitError
+		}
+		defer save.Close()
+	}
+
 	agg := NewAggregator(q)
 	for _, in := range inputs {
 		err := agg.ReadFrom(in.name, in.r)
@@ -190,7 +255,31 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 			return ExitError
 		}
 	}
+	if client != nil {
+		start := q.From
+		if start.IsZero() {
+			start = q.To.Add(-renderMaxRetention)
+		}
+		if err := o.fetchRender(context.Background(), agg, client, *renderSvc, start, q.To, save, stderr); err != nil {
+			fmt.Fprintf(stderr, "authgate report: --render: %v\n", err)
+			return ExitError
+		}
+		if save != nil {
+			if err := save.Close(); err != nil {
+				fmt.Fprintf(stderr, "authgate report: --save: %v\n", err)
+				return ExitError
+			}
+		}
+	}
 	rep := agg.Report()
+	for _, in := range rep.Inputs {
+		for _, w := range in.Warnings {
+			fmt.Fprintf(stderr, "authgate report: warning: %s\n", w)
+		}
+	}
+	if client != nil && rep.Verdict.Status == StatusInsufficientData && logsBeginLate(rep) {
+		rep.Verdict.Reason += " (" + renderRetention + ")"
+	}
 
 	bw := bufio.NewWriterSize(stdout, 64<<10)
 	switch {
@@ -215,6 +304,37 @@ func (o Options) Command(args []string, stdin io.Reader, stdout, stderr io.Write
 		return ExitError
 	}
 	return rep.Verdict.ExitCode
+}
+
+// checkAPIURL refuses a RENDER_API_URL the key must not be sent to: not
+// https, unless it is on loopback (a stand-in for tests).
+func checkAPIURL(base string) error {
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "http":
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			return nil
+		}
+		return errors.New("plain http would send RENDER_API_KEY in the clear: use https (http only on loopback)")
+	}
+	return errors.New("want an https URL, like https://api.render.com/v1")
+}
+
+// logsBeginLate reports whether the logs begin after the start of the
+// quiet period (by more than the tenth the verdict allows): what a window
+// older than Render's retention looks like.
+func logsBeginLate(r *Report) bool {
+	v := r.Verdict
+	return r.Window.FirstEvent == nil ||
+		float64(r.Window.FirstEvent.Sub(v.QuietFrom)) > (1-minCoverage)*float64(r.Window.To.Sub(v.QuietFrom))
 }
 
 // parseInterspersed parses flags that may follow file names, as in

@@ -121,6 +121,10 @@ type parser struct {
 	// Aggregator its lookup.
 	known       [recentInstances]string
 	knownUsable [recentInstances]bool
+
+	// instance, when not nil, is the instance of a line that has no
+	// instance field: a Render record's instance label (formats.go).
+	instance []byte
 }
 
 // recentInstances is how many instance names the parser and the
@@ -159,6 +163,10 @@ func (p *parser) parse(line []byte) bool {
 			return false
 		}
 		if p.parseObject(line[off+i:]) {
+			if p.instance != nil && (p.rec.present|p.rec.bad)&(1<<fInstance) == 0 {
+				p.rec.val[fInstance] = p.instance
+				p.rec.present |= 1 << fInstance
+			}
 			return true
 		}
 		off += i + 1

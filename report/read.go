@@ -16,11 +16,15 @@ const readBufferSize = 256 << 10
 // gzip (one or more members), told apart by the gzip magic number, not by
 // the name. name labels the input in the report and in errors. Lines
 // longer than 1 MiB are skipped and counted, without being held in memory.
+// The input may be lines (authgate's own, syslog, `render logs -o text`)
+// or Render's JSON (`render logs -o json`, API pages), told apart by its
+// first bytes (see formats.go).
 func (a *Aggregator) ReadFrom(name string, r io.Reader) error {
-	in := Input{Name: name}
-	before := a.lines.Read
+	in := Input{Name: name, Warnings: []string{}}
+	before, formats := a.lines.Read, a.lines.ByFormat
 	defer func() {
 		in.Lines = a.lines.Read - before
+		in.ByFormat = a.lines.ByFormat.minus(formats)
 		a.inputs = append(a.inputs, in)
 	}()
 
@@ -32,11 +36,17 @@ func (a *Aggregator) ReadFrom(name string, r io.Reader) error {
 		}
 		defer zr.Close()
 		in.Gzip = true
-		r = zr
-	} else {
-		r = br
+		br = bufio.NewReaderSize(zr, 64<<10)
 	}
-	if err := a.readLines(r); err != nil {
+	if isJSONStream(br) {
+		var err error
+		in.Warnings, err = a.readJSONStream(name, in.Gzip, br)
+		if in.Warnings == nil {
+			in.Warnings = []string{}
+		}
+		return err
+	}
+	if err := a.readLines(br); err != nil {
 		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	return nil
@@ -57,7 +67,7 @@ func (a *Aggregator) readLines(r io.Reader) error {
 			if discarding {
 				discarding = false
 			} else {
-				a.Line(trimCR(buf[start : start+i]))
+				a.inputLine(trimCR(buf[start : start+i]))
 			}
 			start += i + 1
 		}
@@ -66,9 +76,10 @@ func (a *Aggregator) readLines(r io.Reader) error {
 			case start == end || discarding:
 			case end-start > maxLineLength:
 				a.lines.Read++
+				a.lines.ByFormat.Plain++
 				a.lines.SkippedBy.TooLong++
 			default:
-				a.Line(trimCR(buf[start:end]))
+				a.inputLine(trimCR(buf[start:end]))
 			}
 			return nil
 		}
@@ -80,6 +91,7 @@ func (a *Aggregator) readLines(r io.Reader) error {
 			start, end = 0, 0 // nothing of an overlong line is kept
 		case end-start > maxLineLength:
 			a.lines.Read++
+			a.lines.ByFormat.Plain++
 			a.lines.SkippedBy.TooLong++
 			discarding = true
 			start, end = 0, 0

@@ -96,6 +96,7 @@ type Lines struct {
 	Filtered   int64      `json:"filtered"` // auth events outside the window or route
 	SkippedBy  SkippedBy  `json:"skipped_by"`
 	FilteredBy FilteredBy `json:"filtered_by"`
+	ByFormat   ByFormat   `json:"by_format"` // how the lines came (see formats.go)
 }
 
 // SkippedBy breaks down Lines.Skipped.
@@ -115,9 +116,13 @@ type FilteredBy struct {
 
 // Input is one file (or stdin) read.
 type Input struct {
-	Name  string `json:"name"`
-	Lines int64  `json:"lines"`
-	Gzip  bool   `json:"gzip"`
+	Name     string   `json:"name"`
+	Lines    int64    `json:"lines"`
+	Gzip     bool     `json:"gzip"`
+	ByFormat ByFormat `json:"by_format"`
+	// Warnings say what of the input could not be read (a JSON stream
+	// cut off mid-object, with its byte offset); never nil.
+	Warnings []string `json:"warnings"`
 }
 
 // Totals counts auth events in the window.

@@ -51,6 +51,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		if in.Gzip {
 			s += ", gzip"
 		}
+		s += in.ByFormat.text()
+		if len(in.Warnings) > 0 {
+			s += ", " + plural(int64(len(in.Warnings)), "warning")
+		}
 		ins = append(ins, s+")")
 	}
 	p("inputs    %s\n", strings.Join(ins, ", "))
