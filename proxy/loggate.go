@@ -460,10 +460,10 @@ func (g *logGate) beat() {
 		if c := strings.Compare(x.route, y.route); c != 0 {
 			return c
 		}
-		if x.class != y.class {
-			return int(x.class) - int(y.class)
+		if c := strings.Compare(x.class.String(), y.class.String()); c != 0 {
+			return c
 		}
-		return int(x.action) - int(y.action)
+		return strings.Compare(x.action.String(), y.action.String())
 	})
 	arr := zerolog.Arr()
 	for _, k := range keys {
