@@ -24,7 +24,7 @@ type gateClock struct {
 	t  time.Time
 }
 
-func (c *gateClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *gateClock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *gateClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // gateBuffer collects log lines from timers and tests alike.
