@@ -55,7 +55,7 @@ const (
 	// instance, leaving room for the backend's own lines in same-service
 	// mode.
 	DefaultMaxLinesPerMinute = 3000
-	maxMintTTL           = 24 * time.Hour
+	maxMintTTL               = 24 * time.Hour
 )
 
 // DefaultAlgorithms is verify.algorithms when not written.
