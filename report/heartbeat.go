@@ -225,3 +225,14 @@ func (h *hbStat) hbGap(maxGap int64) int64 {
 	}
 	return max(maxGap, 2*h.interval)
 }
+
+// heartbeatInstances counts the instances that wrote heartbeats.
+func heartbeatInstances(c *Coverage) int {
+	n := 0
+	for _, in := range c.Instances {
+		if in.Heartbeats > 0 {
+			n++
+		}
+	}
+	return n
+}
