@@ -8,14 +8,15 @@ package proxy
 // cap without losing evidence: within a UTC minute, once the budget is
 // used, a decision line whose key (event, route, class, action, dry-run
 // action, answer code, user as logged) was already seen in the minute is
-// held back and counted; at the minute's end (and before a heartbeat, and
-// at shutdown) each held key is written once as a summary line of the same
-// event with repeat: N, the fields of its first held line and, for
-// ws_close, the bytes and durations summed. A key not yet seen in the
-// minute is always written, so the first sighting of every user is a line
-// of its own. Only auth and ws_close lines are budgeted and counted
-// against it (summaries included); config, start, stop, error and
-// heartbeat lines are never held back and come on top.
+// held back and counted; at the minute's end (and at shutdown) each held
+// key is written once as a summary line of the same event with repeat: N,
+// the fields of its first held line and, for ws_close, the bytes and
+// durations summed. Room for those summaries is kept inside the budget. A
+// key not yet seen in the minute is always written, so the first sighting
+// of every user is a line of its own (only such first sightings can take
+// a minute past its budget). Only auth and ws_close lines are budgeted
+// and counted against it (summaries included); config, start, stop,
+// error and heartbeat lines are never held back and come on top.
 //
 // Memory is bounded: at most maxBudgetKeys keys are remembered per minute.
 // Past that, a line whose key is not remembered is written as it comes
@@ -29,11 +30,10 @@ package proxy
 // distinct legacy users among them (names as log.user_ids writes them, at
 // most maxHeartbeatUsers; the total counted exactly up to
 // maxHeartbeatDistinct), the lines written and held back, and the open
-// WebSockets. Held lines are flushed as summaries just before each
-// heartbeat, so a heartbeat's interval holds the lines of the decisions it
-// counts. A reload keeps the schedule and the counts (a new interval
+// WebSockets. A reload keeps the schedule and the counts (a new interval
 // applies from the last heartbeat); a final heartbeat is written at stop,
-// before the stop event, so the last interval's counts are not lost.
+// after the held lines' summaries and before the stop event, so the last
+// interval's counts are not lost.
 
 import (
 	"hash/maphash"
@@ -250,7 +250,9 @@ func (g *logGate) admit(k budgetKey, hold func(*heldLine)) bool {
 		g.used++
 		return true
 	}
-	if g.used < g.max || g.closed {
+	// Each key with held lines owes a summary line: room is kept for it,
+	// so a minute's lines stay within the budget, summaries included.
+	if g.used+g.holding < g.max || g.closed {
 		g.used++
 		return true
 	}
@@ -345,15 +347,6 @@ func (g *logGate) tick() {
 	g.writeSummaries(sums)
 }
 
-// flush writes what is held now (mid-minute: before a heartbeat).
-func (g *logGate) flush() {
-	g.mu.Lock()
-	sums := g.takeHeld()
-	g.used += len(sums)
-	g.mu.Unlock()
-	g.writeSummaries(sums)
-}
-
 // close writes what is held and holds nothing from now on (shutdown).
 func (g *logGate) close() {
 	g.mu.Lock()
@@ -435,11 +428,11 @@ func (g *logGate) stopHeartbeats() {
 	}
 }
 
-// beat writes one heartbeat: first the held lines as summaries, so that
-// the interval holds the lines of the decisions it counts. Called with
-// g.hbMu held.
+// beat writes one heartbeat. Held lines stay held until the minute's end:
+// their summary may fall in the next interval (the report compares counts
+// and lines over a whole stretch of heartbeats, not interval by interval).
+// Called with g.hbMu held.
 func (g *logGate) beat() {
-	g.flush()
 	g.mu.Lock()
 	since := g.since
 	g.since = g.now()
