@@ -250,9 +250,10 @@ func (g *logGate) admit(k budgetKey, hold func(*heldLine)) bool {
 		g.used++
 		return true
 	}
-	// Each key with held lines owes a summary line: room is kept for it,
-	// so a minute's lines stay within the budget, summaries included.
-	if g.used+g.holding < g.max || g.closed {
+	// Each key of the minute may come to owe a summary line: room is kept
+	// for one per key, so a minute's lines stay within the budget,
+	// summaries included (only first sightings past it can exceed it).
+	if g.used+len(g.keys) < g.max || g.closed {
 		g.used++
 		return true
 	}

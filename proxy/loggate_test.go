@@ -120,8 +120,9 @@ func authCounts(objs []map[string]any) (lines int, decisions map[string]int64) {
 
 func TestLogGateBudget(t *testing.T) {
 	t.Run("under the budget every line is written", func(t *testing.T) {
+		// One key: 9 lines and room for its summary.
 		r := newGateRig(t, 10, 0)
-		for i := 0; i < 10; i++ {
+		for i := 0; i < 9; i++ {
 			if !r.decide("ws", "u1", rewrite.ClassUUID, policy.ActionReject) {
 				t.Fatalf("decision %d held back, want written (budget 10)", i)
 			}
@@ -139,22 +140,22 @@ func TestLogGateBudget(t *testing.T) {
 				written++
 			}
 		}
-		if written != 5 {
-			t.Fatalf("got %d lines written, want the budget, 5", written)
+		if written != 4 {
+			t.Fatalf("got %d lines written, want 4 (the budget, 5, less room for the summary)", written)
 		}
-		if got := testutil.ToFloat64(r.held); got != 95 {
-			t.Errorf("held metric %v, want 95", got)
+		if got := testutil.ToFloat64(r.held); got != 96 {
+			t.Errorf("held metric %v, want 96", got)
 		}
 		// The minute ends: the timer flushes without any new line.
 		r.clock.set(gateT0.Add(time.Minute))
 		r.g.tick()
 		objs := r.out.objects(t)
 		lines, dec := authCounts(objs)
-		if lines != 6 || dec["u1"] != 100 {
-			t.Fatalf("got %d lines for %d decisions, want 6 lines (5 + a summary) for 100", lines, dec["u1"])
+		if lines != 5 || dec["u1"] != 100 {
+			t.Fatalf("got %d lines for %d decisions, want 5 lines (4 + a summary) for 100", lines, dec["u1"])
 		}
 		last := objs[len(objs)-1]
-		if last[event.FieldRepeat] != float64(95) || last[event.FieldCloseCode] != float64(4003) || last[event.FieldClass] != "uuid" {
+		if last[event.FieldRepeat] != float64(96) || last[event.FieldCloseCode] != float64(4003) || last[event.FieldClass] != "uuid" {
 			t.Errorf("summary line %v, want repeat 95 of the same decision (uuid, 4003)", last)
 		}
 		// The new minute has a new budget, and summaries use it.
@@ -164,8 +165,8 @@ func TestLogGateBudget(t *testing.T) {
 				written++
 			}
 		}
-		if written != 4 {
-			t.Errorf("got %d lines written in the next minute, want 4 (the summary used 1 of 5)", written)
+		if written != 3 {
+			t.Errorf("got %d lines written in the next minute, want 3 (the summary used 1 of 5, 1 kept for the next)", written)
 		}
 	})
 
@@ -345,7 +346,7 @@ func TestLogGateHeartbeat(t *testing.T) {
 		if got, _ := json.Marshal(hb[event.FieldDecisions]); string(got) != mustJSON(t, want) {
 			t.Errorf("decisions %s, want %s", got, mustJSON(t, want))
 		}
-		if hb[event.FieldDecisionsTotal] != float64(12) || hb[event.FieldLinesHeld] != float64(7) ||
+		if hb[event.FieldDecisionsTotal] != float64(12) || hb[event.FieldLinesHeld] != float64(8) ||
 			hb[event.FieldWebSocketsOpen] != float64(7) || hb[event.FieldLegacyUsersTotal] != float64(1) ||
 			hb[event.FieldSince] != gateT0.Format(time.RFC3339Nano) || hb[event.FieldIntervalSeconds] != float64(3600) {
 			t.Errorf("heartbeat %v", hb)
@@ -353,10 +354,11 @@ func TestLogGateHeartbeat(t *testing.T) {
 		if got := fmt.Sprint(hb[event.FieldLegacyUsers]); got != "[11111111-1111-4111-8111-111111111111]" {
 			t.Errorf("legacy_users %s", got)
 		}
-		// Lines written: 3 under the budget, the jwt and missing lines
-		// (first sightings); the 7 held wait for the minute's end.
-		if hb[event.FieldLinesWritten] != float64(5) {
-			t.Errorf("lines_written %v, want 5", hb[event.FieldLinesWritten])
+		// Lines written: 2 uuid (the budget 3 less room for its
+		// summary), the jwt and missing lines (first sightings); the 8
+		// held wait for the minute's end.
+		if hb[event.FieldLinesWritten] != float64(4) {
+			t.Errorf("lines_written %v, want 4", hb[event.FieldLinesWritten])
 		}
 
 		// At stop, as Run does: the summaries, then the final heartbeat,
@@ -370,8 +372,8 @@ func TestLogGateHeartbeat(t *testing.T) {
 			hbs[1][event.FieldSince] != gateT0.Add(30*time.Second).Format(time.RFC3339Nano) || hbs[1][event.FieldLinesWritten] != float64(1) {
 			t.Errorf("final heartbeat %v, want since the first, with no decisions and one line", hbs[len(hbs)-1])
 		}
-		if s := objs[len(objs)-2]; s[event.FieldRepeat] != float64(7) {
-			t.Errorf("the line before the final heartbeat is %v, want the summary of the 7 held", s)
+		if s := objs[len(objs)-2]; s[event.FieldRepeat] != float64(8) {
+			t.Errorf("the line before the final heartbeat is %v, want the summary of the 8 held", s)
 		}
 	})
 
