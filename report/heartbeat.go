@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"math"
 	"slices"
 	"time"
 
@@ -140,18 +141,15 @@ func (a *Aggregator) heartbeat(obj []byte, s *instStat, t int64) {
 	} else {
 		h.spansDropped = true
 	}
-	h.held += max(hb.LinesHeld, 0)
-	h.written += max(hb.LinesWritten, 0)
+	h.held = satAdd(h.held, hb.LinesHeld)
+	h.written = satAdd(h.written, hb.LinesWritten)
 	var legacy int64
 	for _, d := range hb.Decisions {
-		if d.Count <= 0 {
-			continue
-		}
-		h.counted += d.Count
+		h.counted = satAdd(h.counted, d.Count)
 		if d.Class == event.ClassUUID {
-			h.legacy += d.Count
+			h.legacy = satAdd(h.legacy, d.Count)
 			if a.q.Route == "" || d.Route == a.q.Route {
-				legacy += d.Count
+				legacy = satAdd(legacy, d.Count)
 			}
 		}
 	}
@@ -159,9 +157,9 @@ func (a *Aggregator) heartbeat(obj []byte, s *instStat, t int64) {
 	if legacy == 0 {
 		return
 	}
-	a.hbLegacy += legacy
+	a.hbLegacy = satAdd(a.hbLegacy, legacy)
 	if quiet {
-		a.hbQuietLegacy += legacy
+		a.hbQuietLegacy = satAdd(a.hbQuietLegacy, legacy)
 	}
 	for _, u := range hb.LegacyUsers {
 		if u == "" {
@@ -235,4 +233,16 @@ func heartbeatInstances(c *Coverage) int {
 		}
 	}
 	return n
+}
+
+// satAdd adds a count read from a log (ignored when negative), stopping
+// at math.MaxInt64: crafted counts must not wrap a sum around.
+func satAdd(sum, n int64) int64 {
+	if n <= 0 {
+		return sum
+	}
+	if sum > math.MaxInt64-n {
+		return math.MaxInt64
+	}
+	return sum + n
 }

@@ -360,3 +360,45 @@ func TestRepeatCountsN(t *testing.T) {
 		})
 	}
 }
+
+// FuzzHeartbeatLine feeds heartbeat and summary lines, valid or not,
+// through the aggregator beside a fixed log: it must not crash, must
+// account for every line, and lost lines are never negative.
+func FuzzHeartbeatLine(f *testing.F) {
+	// A heartbeat as authgate writes it.
+	f.Add([]byte(`{"level":"info","instance":"srv-a","event":"heartbeat","since":"2025-08-13T09:55:00Z","interval_seconds":300,"decisions_total":3,"decisions":[{"route":"pam-ws","class":"uuid","action":"reject","count":3}],"legacy_users":["u1"],"legacy_users_total":1,"lines_written":3,"lines_held":0,"websockets_open":0,"time":"2025-08-13T10:00:00Z","message":"heartbeat"}`))
+	// Counts of the wrong type, a negative count, since after time.
+	f.Add([]byte(`{"event":"heartbeat","instance":"srv-a","since":"2025-08-13T11:00:00Z","decisions":[{"count":"3"}],"time":"2025-08-13T10:00:00Z"}`))
+	f.Add([]byte(`{"event":"heartbeat","since":"2025-08-13T09:00:00Z","interval_seconds":-1,"decisions":[{"class":"uuid","count":-5}],"time":"2025-08-13T10:00:00Z"}`))
+	f.Add([]byte(`{"event":"heartbeat","since":"x","time":"2025-08-13T10:00:00Z"}`))
+	// Counts that would wrap a sum around.
+	f.Add([]byte(`{"event":"heartbeat","instance":"srv-a","since":"2025-08-13T09:55:00Z","decisions":[{"class":"uuid","count":9223372036854775807},{"class":"uuid","count":9223372036854775807}],"time":"2025-08-13T10:00:00Z"}`))
+	// A summary line.
+	f.Add([]byte(`{"event":"auth","instance":"srv-a","class":"uuid","action":"reject","user":"u1","repeat":1099511627776,"time":"2025-08-13T10:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		a := NewAggregator(Query{To: testNow})
+		a.Line([]byte(`{"event":"start","instance":"srv-a","time":"2025-08-13T09:00:00Z"}`))
+		a.Line([]byte(`{"event":"auth","instance":"srv-a","class":"jwt","action":"pass","time":"2025-08-13T09:56:00Z"}`))
+		a.Line(line)
+		a.Line(line) // twice: duplicates and order are the reader's lot
+		r := a.Report()
+		if r.Lines.Read != 4 || r.Lines.Events+r.Lines.Skipped+r.Lines.Filtered != 4 {
+			t.Fatalf("lines not accounted for: %+v", r.Lines)
+		}
+		for _, in := range r.Coverage.Instances {
+			if in.LostLines < 0 || in.LostLegacyLines < 0 || in.LostLegacyLines > in.HeartbeatDecisions {
+				t.Fatalf("instance %+v", in)
+			}
+		}
+		var b bytes.Buffer
+		for _, w := range []func(*bytes.Buffer) error{
+			func(b *bytes.Buffer) error { return r.WriteJSON(b) },
+			func(b *bytes.Buffer) error { return r.WriteText(b) },
+			func(b *bytes.Buffer) error { return r.WriteHTML(b) },
+		} {
+			if err := w(&b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
