@@ -384,14 +384,16 @@ func (g *logGate) startHeartbeats(lines func() int64) {
 	if lines != nil {
 		g.linesAtHB = lines()
 	}
+	// The first interval runs from the gate's creation (New), before the
+	// first request: no decision falls outside a heartbeat.
 	g.mu.Lock()
-	g.since = g.now()
+	since := g.since
 	g.mu.Unlock()
-	g.hbNext = g.since.Add(g.hbInterval)
+	g.hbNext = since.Add(g.hbInterval)
 	g.hbTimer = time.AfterFunc(time.Hour, g.beatTimer)
 	g.hbTimer.Stop()
 	if g.hbInterval > 0 {
-		g.hbTimer.Reset(g.hbInterval)
+		g.hbTimer.Reset(max(g.hbNext.Sub(g.now()), 0))
 	}
 }
 

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,5 +118,65 @@ func TestLogGateReloadMovesSchedule(t *testing.T) {
 	objs := out.objects(t)
 	if objs[0][event.FieldDecisionsTotal] != float64(1) || objs[0][event.FieldIntervalSeconds] != 0.03 {
 		t.Errorf("first heartbeat after the reload %v, want the decision from before it, interval 0.03", objs[0])
+	}
+}
+
+// TestLogHeldMetric: authgate_log_lines_held_total counts the lines the
+// budget held, is registered once, and survives a reload (Swap).
+func TestLogHeldMetric(t *testing.T) {
+	cfg := `listen: "127.0.0.1:0"
+admin_listen: ""
+upstream: {url: "http://127.0.0.1:1"}
+log: {max_lines_per_minute: 3}
+rate_limit: {per_minute: 0}
+routes: [{name: a, match: {path: /a}, policy: {uuid: reject}}]
+`
+	parse := func(text string) *policy.Snapshot {
+		s, err := policy.Parse("m.yaml", []byte(text), policy.Options{LookupEnv: func(string) (string, bool) { return "", false }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	out := &gateBuffer{}
+	srv := New(parse(cfg), Options{Logger: zerolog.New(out)})
+	get := func() {
+		req := httptest.NewRequest(http.MethodGet, "/a?token=21a2151a-cd37-41d5-a1c7-124bb05e7a6a", nil)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Fatalf("got %d, want 403", rec.Code)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		get()
+	}
+	srv.Swap(parse(strings.Replace(cfg, "uuid: reject", "uuid: reject, missing: reject", 1)))
+	for i := 0; i < 5; i++ {
+		get()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	mfs, err := srv.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held float64
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() == "authgate_log_lines_held_total" {
+			n++
+			held = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	// 2 lines and room for the summary, then 8 held; the reload keeps
+	// the minute's budget: 5 more held.
+	if n != 1 || held != 13 {
+		t.Errorf("got the metric %d times, value %v; want once, 13", n, held)
+	}
+	_, dec := authCounts(out.objects(t))
+	if dec["21a2151a-cd37-41d5-a1c7-124bb05e7a6a"] != 15 {
+		t.Errorf("the log holds %d decisions, want 15 (summary at shutdown)", dec["21a2151a-cd37-41d5-a1c7-124bb05e7a6a"])
 	}
 }
