@@ -417,6 +417,7 @@ func (a *Aggregator) coverage() Coverage {
 			Last: utc(s.last), Starts: s.starts, Stops: s.stops, Gaps: []Gap{}, Truncated: s.truncated,
 			MaxSilence: FormatDuration(time.Duration(g)), Heartbeats: s.hb.beats, HeartbeatDecisions: s.hb.counted, HeldLines: s.hb.held}
 		if s.hb.beats > 0 {
+			s.hb.flush(c)
 			in.HeartbeatInterval = FormatDuration(time.Duration(s.hb.interval))
 			var known bool
 			in.LostLines, in.LostLegacyLines, known = s.hb.lost()

@@ -53,37 +53,49 @@ type hbStat struct {
 	held         int64      // lines_held: lines the budget summarised
 	written      int64      // lines_written
 
-	// Decision lines of the instance per bucket: [all, uuid].
-	buckets    map[int64]*[2]int64
-	lastBucket int64
-	last       *[2]int64
-	noBuckets  bool // a bucket did not fit: lost lines are unknown
+	// Decision lines of the instance per bucket: [all, uuid]; cur holds
+	// the bucket of the latest lines until another one begins (lines in
+	// order change buckets once in ten minutes).
+	buckets   map[int64][2]int64
+	cur       [2]int64
+	curBucket int64
+	hasCur    bool
+	noBuckets bool // a bucket did not fit: lost lines are unknown
 }
 
 // decided counts a decision line (n decisions) of the instance at t.
 func (s *instStat) decided(t, n int64, legacy bool, c *coverStat) {
 	h := &s.hb
-	m := floorDiv(t, bucketSize)
-	if h.last == nil || m != h.lastBucket {
-		if h.buckets == nil {
-			h.buckets = make(map[int64]*[2]int64)
-		}
-		b := h.buckets[m]
-		if b == nil {
-			if c.buckets >= maxBuckets {
-				h.noBuckets = true
-				return
-			}
-			c.buckets++
-			b = new([2]int64)
-			h.buckets[m] = b
-		}
-		h.last, h.lastBucket = b, m
+	if m := floorDiv(t, bucketSize); !h.hasCur || m != h.curBucket {
+		h.flush(c)
+		h.curBucket, h.hasCur = m, true
 	}
-	h.last[0] += n
+	h.cur[0] = satAdd(h.cur[0], n)
 	if legacy {
-		h.last[1] += n
+		h.cur[1] = satAdd(h.cur[1], n)
 	}
+}
+
+// flush adds the current bucket to the table.
+func (h *hbStat) flush(c *coverStat) {
+	if !h.hasCur {
+		return
+	}
+	h.hasCur = false
+	if h.buckets == nil {
+		h.buckets = make(map[int64][2]int64)
+	}
+	b, ok := h.buckets[h.curBucket]
+	if !ok {
+		if c.buckets >= maxBuckets {
+			h.noBuckets = true
+			return
+		}
+		c.buckets++
+	}
+	b[0], b[1] = satAdd(b[0], h.cur[0]), satAdd(b[1], h.cur[1])
+	h.buckets[h.curBucket] = b
+	h.cur = [2]int64{}
 }
 
 func floorDiv(a, b int64) int64 {
@@ -197,7 +209,7 @@ func (h *hbStat) lost() (all, legacy int64, known bool) {
 		m1 := floorDiv(to, bucketSize)
 		if m1-m0 < int64(len(h.buckets)) {
 			for m := m0; m <= m1; m++ {
-				if b := h.buckets[m]; b != nil {
+				if b, ok := h.buckets[m]; ok {
 					lines += b[0]
 					legacyLines += b[1]
 				}
