@@ -87,10 +87,6 @@ type heldLine struct {
 	durationMS, bytesIn, bytesOut int64
 }
 
-type summary struct {
-	held heldLine
-}
-
 // hbKey counts decisions for the heartbeat.
 type hbKey struct {
 	route  string
@@ -303,7 +299,7 @@ func (g *logGate) countUser(l *authLine, raw string) {
 
 // rollover starts a new minute when the clock has passed the current
 // one, returning the summaries to write. Called with g.mu held.
-func (g *logGate) rollover() []summary {
+func (g *logGate) rollover() []heldLine {
 	m := minuteOf(g.now())
 	if m == g.minute {
 		return nil
@@ -319,14 +315,14 @@ func (g *logGate) rollover() []summary {
 // takeHeld returns the held lines as summaries and zeroes their counts,
 // keeping the keys (they stay seen for the rest of the minute). Called
 // with g.mu held.
-func (g *logGate) takeHeld() []summary {
+func (g *logGate) takeHeld() []heldLine {
 	if g.holding == 0 {
 		return nil
 	}
-	sums := make([]summary, 0, g.holding)
+	sums := make([]heldLine, 0, g.holding)
 	for i := range g.held {
 		if h := &g.held[i]; h.n > 0 {
-			sums = append(sums, summary{*h})
+			sums = append(sums, *h)
 			*h = heldLine{}
 		}
 	}
@@ -361,9 +357,9 @@ func (g *logGate) close() {
 	g.writeSummaries(sums)
 }
 
-func (g *logGate) writeSummaries(sums []summary) {
+func (g *logGate) writeSummaries(sums []heldLine) {
 	for i := range sums {
-		h := &sums[i].held
+		h := &sums[i]
 		switch {
 		case h.auth != nil:
 			writeAuth(g.log, h.auth, h.n)
