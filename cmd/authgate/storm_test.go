@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -248,6 +249,10 @@ func TestServeLogBudgetStorm(t *testing.T) {
 		Verdict  struct{ Status, Reason string }
 		Coverage struct {
 			LostLines int64 `json:"lost_lines"`
+			Instances []struct {
+				Heartbeats         int64
+				HeartbeatDecisions int64 `json:"heartbeat_decisions"`
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
@@ -257,6 +262,10 @@ func TestServeLogBudgetStorm(t *testing.T) {
 		t.Errorf("report: %d requests, %d legacy from %d users, %s, %d lost lines; want %d, %d from %d, not_safe, 0",
 			r.Totals.Requests, r.Legacy.Requests, r.Legacy.Users, r.Verdict.Status, r.Coverage.LostLines, attempts, attempts, users)
 	}
+	if in := r.Coverage.Instances; len(in) != 1 || in[0].Heartbeats < 1 || in[0].HeartbeatDecisions != attempts {
+		t.Errorf("report coverage instances %+v, want srv-storm with heartbeats counting %d decisions", in, attempts)
+	}
+
 	seen := map[string]int64{}
 	for _, u := range r.Users {
 		seen[u.User] = u.Requests
@@ -270,4 +279,61 @@ func TestServeLogBudgetStorm(t *testing.T) {
 	if r.Lines.Summaries == 0 || r.Lines.Summarised <= r.Lines.Summaries {
 		t.Errorf("report lines: %d summaries standing for %d decisions, want summaries of many", r.Lines.Summaries, r.Lines.Summarised)
 	}
+
+	// What a log pipeline that drops lines leaves (Render past 6,000 a
+	// minute): every tenth auth line of the unbudgeted storm gone. The
+	// heartbeats authgate wrote tell the report how many.
+	dropped := filterLog(t, without.logPath, func(i int, l string) bool {
+		return strings.Contains(l, `"event":"auth"`) && i%10 == 0
+	})
+	out, _, _ = runAuthgate(t, "report", "--format", "json", "--quiet-for", "1h", dropped.path)
+	r.Coverage.LostLines = 0
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Coverage.LostLines != int64(dropped.n) || r.Totals.Requests != int64(attempts-dropped.n) {
+		t.Errorf("report over the log without %d auth lines: %d lost lines, %d requests; want %d, %d",
+			dropped.n, r.Coverage.LostLines, r.Totals.Requests, dropped.n, attempts-dropped.n)
+	}
+
+	// Every auth line gone: the heartbeats alone still make not_safe and
+	// name the users.
+	none := filterLog(t, with.logPath, func(_ int, l string) bool { return strings.Contains(l, `"event":"auth"`) })
+	out, _, code = runAuthgate(t, "report", "--format", "json", "--quiet-for", "1h", none.path)
+	r.Users = nil
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if code != 1 || r.Verdict.Status != "not_safe" || len(r.Users) != users || r.Coverage.LostLines != attempts {
+		t.Errorf("report over heartbeats alone: exit %d, %s (%s), %d users, %d lost lines; want 1, not_safe, %d users, %d lost",
+			code, r.Verdict.Status, r.Verdict.Reason, len(r.Users), r.Coverage.LostLines, users, attempts)
+	}
+}
+
+type filtered struct {
+	path string
+	n    int // lines dropped
+}
+
+// filterLog copies the log at path without the lines drop selects (i
+// counts the lines drop has been asked about, from 0).
+func filterLog(t *testing.T, path string, drop func(i int, line string) bool) filtered {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	f := filtered{path: path + ".filtered"}
+	for i, l := range strings.SplitAfter(string(data), "\n") {
+		if l != "" && drop(i, l) {
+			f.n++
+			continue
+		}
+		b.WriteString(l)
+	}
+	if err := os.WriteFile(f.path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
