@@ -196,15 +196,32 @@ func TestHeartbeatsIdleNights(t *testing.T) {
 		}
 	})
 
-	t.Run("heartbeats every 4h: two intervals beat --max-gap 6h", func(t *testing.T) {
-		c := eightDays(4 * time.Hour)
-		c.dayFrom, c.dayTo = 9, 18 // 15 silent hours a night, heartbeats 4h apart
-		r := reportOf(t, q, genHeartbeatLog(c))
-		if r.Verdict.Status != StatusSafe {
-			t.Fatalf("got %s (%s), want safe: no silence over 8h", r.Verdict.Status, r.Verdict.Reason)
+	t.Run("two heartbeat intervals beat a shorter --max-gap", func(t *testing.T) {
+		// --max-gap 6m, heartbeats every 5m: one heartbeat line lost at
+		// night leaves 10m of silence, not a hole; two in a row leave 15m,
+		// more than two intervals: a hole.
+		q := q
+		q.MaxGap = 6 * time.Minute
+		night := hbStart.Add(5*24*time.Hour + 2*time.Hour)
+		drop := func(n int) []string {
+			lines := genHeartbeatLog(eightDays(5 * time.Minute))
+			return slices.DeleteFunc(lines, func(l string) bool {
+				var m struct{ Instance, Event, Time string }
+				json.Unmarshal([]byte(l), &m)
+				ts, _ := time.Parse(time.RFC3339Nano, m.Time)
+				return m.Instance == "srv-a" && m.Event == event.Heartbeat && !ts.Before(night) && ts.Before(night.Add(time.Duration(n)*5*time.Minute))
+			})
 		}
-		if in := r.Coverage.Instances[0]; in.MaxSilence != "8h0m0s" {
-			t.Errorf("max_silence %s, want 8h0m0s", in.MaxSilence)
+		r := reportOf(t, q, drop(1))
+		if r.Verdict.Status != StatusSafe || r.Coverage.Holes != 0 {
+			t.Fatalf("one heartbeat lost: got %s (%s), %d holes; want safe, none", r.Verdict.Status, r.Verdict.Reason, r.Coverage.Holes)
+		}
+		if in := r.Coverage.Instances[0]; in.MaxSilence != "10m0s" {
+			t.Errorf("max_silence %s, want 10m0s", in.MaxSilence)
+		}
+		r = reportOf(t, q, drop(2))
+		if r.Verdict.Status != StatusInsufficientData || r.Coverage.Holes != 1 {
+			t.Fatalf("two heartbeats lost: got %s (%s), %d holes; want insufficient_data, 1", r.Verdict.Status, r.Verdict.Reason, r.Coverage.Holes)
 		}
 	})
 
