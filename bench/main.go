@@ -147,6 +147,7 @@ func run() error {
 	stormStale := flag.Int("storm-clients", 2000, "reconnect storm: stale clients reconnecting in a tight loop")
 	stormJWT := flag.Int("storm-jwt", 200, "reconnect storm: JWT clients echoing every 100 ms")
 	stormDur := flag.Duration("storm-duration", 10*time.Second, "reconnect storm: length of the quiet window and of the storm window")
+	stormRate := flag.Int("storm-rate", 500, "reconnect storm: also run it open loop, the stale clients offering this many attempts a second in all (the same for every peer; below what the FastAPI backend can answer); 0: closed loop only")
 	reportSize := flag.String("report-size", "100MB", "log size for the report benchmark")
 	profile := flag.String("profile", "", "directory: run authgate in-process (proxy.Run, same config) and write a CPU profile of each measured window there")
 	keep := flag.Bool("keep", false, "keep the temp dir (configs, logs)")
@@ -157,7 +158,7 @@ func run() error {
 		runs: *runs, dur: *dur, warm: time.Second, pause: 300 * time.Millisecond,
 		upConns: 32, smallConns: 32, largeConns: 8,
 		idleConns: *idleConns, idleSettle: 2 * time.Second, idleRest: *idleRest,
-		storm:      stormParams{stale: *stormStale, jwt: *stormJWT, every: 100 * time.Millisecond, phase: *stormDur, warm: time.Second},
+		storm:      stormParams{stale: *stormStale, jwt: *stormJWT, every: 100 * time.Millisecond, phase: *stormDur, warm: time.Second, settle: 5 * time.Second, rate: *stormRate},
 		reportSize: *reportSize, decideCount: *runs, tokens: 100000,
 		profile: *profile, keep: *keep, quick: *quick,
 	}
@@ -165,7 +166,8 @@ func run() error {
 		cfg.runs, cfg.dur, cfg.warm, cfg.pause = 1, 500*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 		cfg.idleConns, cfg.idleSettle, cfg.idleRest = min(cfg.idleConns, 300), time.Second, 0
 		cfg.storm.stale, cfg.storm.jwt, cfg.storm.phase = min(cfg.storm.stale, 200), min(cfg.storm.jwt, 20), time.Second
-		cfg.storm.warm = 300 * time.Millisecond
+		cfg.storm.warm, cfg.storm.settle = 300*time.Millisecond, time.Second
+		cfg.storm.rate = min(cfg.storm.rate, 400)
 		cfg.reportSize, cfg.decideTime, cfg.decideCount, cfg.tokens = "20MB", "200ms", 1, 10000
 	}
 	cfg.runs = max(cfg.runs, 1)

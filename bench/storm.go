@@ -41,6 +41,31 @@ type stormParams struct {
 	every      time.Duration // a JWT client's message interval
 	phase      time.Duration // quiet window, then storm window
 	warm       time.Duration // JWT clients echoing before the quiet window
+	settle     time.Duration // after the storm, before the RSS reading
+	// rate is the open loop's offered rate of stale attempts per second,
+	// spread evenly over the stale clients; 0 is the closed loop (each
+	// client reconnects at once). A closed loop hits a faster rejecter
+	// harder; an open loop offers every peer the same attempts.
+	rate int
+}
+
+// stormP2 is the column of authgate run with GOMAXPROCS=2.
+const stormP2 = "authgate-p2"
+
+// modeFile is mode for a file name.
+func (sp stormParams) modeFile() string {
+	if sp.rate > 0 {
+		return fmt.Sprintf("open%d", sp.rate)
+	}
+	return "closed"
+}
+
+// mode names the loop for the tables.
+func (sp stormParams) mode() string {
+	if sp.rate > 0 {
+		return fmt.Sprintf("open loop %d/s", sp.rate)
+	}
+	return "closed loop"
 }
 
 // stormResult is one peer's run.
@@ -48,6 +73,7 @@ type stormResult struct {
 	rejections int64         // 4003 close frames or 403 answers
 	errors     int64         // stale-client attempts ending any other way
 	firstErr   string        // the first of them
+	missed     int64         // open loop: attempts that could not start within an interval of their time
 	elapsed    time.Duration // the storm window
 	cpu        time.Duration // the peer's CPU over the storm window
 	quietCPU   time.Duration // the peer's CPU over the quiet window (JWT echoes only)
@@ -57,6 +83,9 @@ type stormResult struct {
 	quiet      latencies     // JWT clients' echo round trips without the storm
 	storm      latencies     // and during it
 	jwtErrs    int64
+	// The peer's VmRSS (KiB, with its children) at the end of the quiet
+	// window and settle after the storm ended.
+	rssBefore, rssAfter int64
 }
 
 type latencies struct {
@@ -172,7 +201,8 @@ func stormRun(ctx context.Context, e *env, base string, tk *tokens, sp stormPara
 	cmd.Env = append(os.Environ(), roleEnv+"=storm",
 		"BENCH_STORM_URL="+base+"/api/v1/pam/ws",
 		"BENCH_STORM_CLIENTS="+strconv.Itoa(sp.stale),
-		"BENCH_STORM_DURATION="+sp.phase.String())
+		"BENCH_STORM_DURATION="+sp.phase.String(),
+		"BENCH_STORM_RATE="+strconv.Itoa(sp.rate))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -187,6 +217,7 @@ func stormRun(ctx context.Context, e *env, base string, tk *tokens, sp stormPara
 	if !sc.Scan() || sc.Text() != "start" {
 		return res, fmt.Errorf("storm process did not start: %q", sc.Text())
 	}
+	res.rssBefore, _ = treeRSS(m.proxy)
 	hooks.begin()
 	c2 := m.sample()
 	b2 := coreTimes()
@@ -201,17 +232,21 @@ func stormRun(ctx context.Context, e *env, base string, tk *tokens, sp stormPara
 	phase.Store(2)
 	hooks.end()
 	res.cpu = c3.proxy.sub(c2.proxy).total()
-	f := strings.SplitN(sc.Text(), " ", 5)
-	if len(f) < 4 || f[0] != "done" {
+	f := strings.SplitN(sc.Text(), " ", 6)
+	if len(f) < 5 || f[0] != "done" {
 		return res, fmt.Errorf("storm process: unexpected %q", sc.Text())
 	}
 	res.rejections, _ = strconv.ParseInt(f[1], 10, 64)
 	res.errors, _ = strconv.ParseInt(f[2], 10, 64)
 	ns, _ := strconv.ParseInt(f[3], 10, 64)
 	res.clientCPU = time.Duration(ns)
-	if len(f) == 5 {
-		res.firstErr = f[4]
+	res.missed, _ = strconv.ParseInt(f[4], 10, 64)
+	if len(f) == 6 {
+		res.firstErr = f[5]
 	}
+	// The good users go on echoing while the peer settles.
+	sleepUntil(ctx, time.Now().Add(sp.settle))
+	res.rssAfter, _ = treeRSS(m.proxy)
 	phase.Store(4)
 	jw.Wait()
 	res.jwtErrs = jwtErrs.Load()
@@ -256,21 +291,30 @@ func (cl *client) readMessage() error {
 }
 
 // runStorm is role "storm": BENCH_STORM_CLIENTS stale clients, each
-// reconnecting at once after every rejection until BENCH_STORM_DURATION
-// has passed. Prints "start", then "done REJECTIONS ERRORS CPU_NS [FIRST
-// ERROR]".
+// reconnecting after every rejection until BENCH_STORM_DURATION has
+// passed: at once (closed loop), or, with BENCH_STORM_RATE attempts a
+// second, each client on a schedule of its own that together offers that
+// rate (open loop; an attempt more than one interval late starts at once
+// and counts as missed, and the schedule moves on from it rather than
+// bursting to catch up). Prints "start", then "done REJECTIONS ERRORS
+// CPU_NS MISSED [FIRST ERROR]".
 func runStorm() error {
 	url := os.Getenv("BENCH_STORM_URL")
 	n, _ := strconv.Atoi(os.Getenv("BENCH_STORM_CLIENTS"))
 	dur, err := time.ParseDuration(os.Getenv("BENCH_STORM_DURATION"))
-	if err != nil || n <= 0 || url == "" {
+	rate, rerr := strconv.Atoi(os.Getenv("BENCH_STORM_RATE"))
+	if err != nil || rerr != nil || n <= 0 || rate < 0 || url == "" {
 		return fmt.Errorf("storm: bad parameters")
+	}
+	var interval time.Duration // each client's, open loop
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(n) / float64(rate))
 	}
 	time.AfterFunc(dur+30*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "storm: still running 30 s past its duration; exiting")
 		os.Exit(2)
 	})
-	var rejections, errs atomic.Int64
+	var rejections, errs, missed atomic.Int64
 	var firstErr atomic.Value
 	fail := func(err error) {
 		errs.Add(1)
@@ -282,12 +326,26 @@ func runStorm() error {
 	fmt.Println("start")
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
-	for range n {
+	start := time.Now()
+	for k := range n {
 		wg.Go(func() {
 			u := url + "?token=" + randomUUID()
 			d := ws.Dialer{Timeout: 5 * time.Second}
 			var hb [ws.MaxHeaderSize - 2]byte
+			next := start.Add(time.Duration(k) * interval / time.Duration(n)) // spread over one interval
 			for i := 0; i < stormMaxPerClient && time.Now().Before(deadline); i++ {
+				if interval > 0 {
+					if !next.Before(deadline) {
+						break
+					}
+					if wait := time.Until(next); wait > 0 {
+						time.Sleep(wait)
+					} else if -wait > interval {
+						missed.Add(1)
+						next = time.Now()
+					}
+					next = next.Add(interval)
+				}
 				c, br, _, err := d.Dial(context.Background(), u)
 				if err != nil {
 					var se ws.StatusError
@@ -319,7 +377,7 @@ func runStorm() error {
 	var ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) + syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
-	line := fmt.Sprintf("done %d %d %d", rejections.Load(), errs.Load(), cpu.Nanoseconds())
+	line := fmt.Sprintf("done %d %d %d %d", rejections.Load(), errs.Load(), cpu.Nanoseconds(), missed.Load())
 	if v, ok := firstErr.Load().(string); ok {
 		line += " " + strings.ReplaceAll(v, "\n", " ")
 	}

@@ -24,6 +24,7 @@ type dockerfile struct {
 	buildOut  string   // the -o path
 	afterward [][]string
 	// Final stage.
+	finalRuns  []string    // RUN lines of the final stage, as written (the same-service image installs its backend's packages)
 	copies     [][2]string // [source, destination]; a source from the build stage starts with "build:"
 	env        []string    // ENV, in order
 	user       string
@@ -143,6 +144,8 @@ func parseDockerfile(text string) (*dockerfile, error) {
 			}
 		case "EXPOSE":
 			d.expose = append(d.expose, strings.Fields(rest)...)
+		case "RUN":
+			d.finalRuns = append(d.finalRuns, rest)
 		case "ARG", "LABEL":
 		default:
 			return nil, fmt.Errorf("%s in the final stage: TestRenderImage does not follow it yet", instr)

@@ -77,6 +77,9 @@ func TestRenderImage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Dockerfile: %v", err)
 	}
+	if len(df.finalRuns) > 0 {
+		t.Fatalf("Dockerfile: RUN %q in the final stage: TestRenderImage does not follow it", df.finalRuns)
+	}
 	bp := renderLoadBlueprint(t, root)
 	config, err := os.ReadFile(filepath.Join(root, "config.yaml"))
 	if err != nil {

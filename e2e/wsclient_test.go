@@ -59,7 +59,7 @@ func dialWS(ctx context.Context, url string, header http.Header, protocols ...st
 	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		if status != 0 {
-			return nil, fmt.Errorf("handshake refused with HTTP %d: %w", status, err)
+			return nil, &refusedError{status, err}
 		}
 		return nil, err
 	}
@@ -69,6 +69,17 @@ func dialWS(ctx context.Context, url string, header http.Header, protocols ...st
 	}
 	return c, nil
 }
+
+// refusedError is a handshake answered with a status instead of 101.
+type refusedError struct {
+	status int
+	err    error
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("handshake refused with HTTP %d: %v", e.status, e.err)
+}
+func (e *refusedError) Unwrap() error { return e.err }
 
 func (c *wsClient) write(f ws.Frame) error {
 	c.wmu.Lock()

@@ -12,8 +12,12 @@ const (
 	UpstreamError = "upstream_error"
 	Start         = "start"
 	Stop          = "stop"
-	HTTPError     = "http_error" // net/http's own messages (TLS handshake errors, ...)
-	Heartbeat     = "heartbeat"  // every log.heartbeat per instance (issue 21)
+	HTTPError     = "http_error"     // net/http's own messages (TLS handshake errors, ...)
+	UpstreamStart = "upstream_start" // same-service mode: the child started (and, as warn, is not accepting yet)
+	UpstreamReady = "upstream_ready" // same-service mode: the child accepts connections
+	UpstreamStop  = "upstream_stop"  // same-service mode: authgate stops the child (SIGTERM, SIGKILL)
+	UpstreamExit  = "upstream_exit"  // same-service mode: the child ended (code or signal, uptime)
+	Heartbeat     = "heartbeat"      // every log.heartbeat per instance (issue 21)
 )
 
 // Field keys. zerolog writes TimeFieldName, LevelFieldName and

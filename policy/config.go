@@ -39,6 +39,7 @@ type upstreamConfig struct {
 	ResponseTimeout *Duration `yaml:"response_timeout"`
 	WriteTimeout    *Duration `yaml:"write_timeout"`
 	CAFile          string    `yaml:"ca_file"`
+	StopTimeout     *Duration `yaml:"stop_timeout"`
 }
 
 type verifyConfig struct {

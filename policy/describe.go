@@ -35,6 +35,7 @@ type UpstreamDesc struct {
 	UpgradeTimeout  string `json:"upgrade_timeout"`
 	ResponseTimeout string `json:"response_timeout"`
 	WriteTimeout    string `json:"write_timeout"`
+	StopTimeout     string `json:"stop_timeout"`
 	CAFile          string `json:"ca_file,omitempty"`
 }
 

@@ -41,7 +41,11 @@ const (
 	DefaultResponseTimeout = 90 * time.Second
 	// DefaultWriteTimeout bounds each write of a relayed WebSocket to a
 	// peer that stopped reading.
-	DefaultWriteTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultStopTimeout is same-service mode's wait from SIGTERM to
+	// SIGKILL for the child: with DefaultShutdownTimeout it fits the 30 s
+	// Render gives a service between SIGTERM and SIGKILL.
+	DefaultStopTimeout   = 10 * time.Second
 	DefaultLeeway        = 30 * time.Second
 	DefaultMintTTL       = 5 * time.Minute
 	DefaultMintIssuer    = "authgate"
@@ -356,6 +360,7 @@ func (c *compiler) upstream(u *upstreamConfig) Upstream {
 		UpgradeTimeout:  durOr(u.UpgradeTimeout, DefaultUpgradeTimeout),
 		ResponseTimeout: durOr(u.ResponseTimeout, DefaultResponseTimeout),
 		WriteTimeout:    durOr(u.WriteTimeout, DefaultWriteTimeout),
+		StopTimeout:     durOr(u.StopTimeout, DefaultStopTimeout),
 	}
 	if u.URL == "" {
 		c.errf("upstream.url", "required: the backend's base URL, like https://api.example.com or ${UPSTREAM_URL}")
@@ -383,6 +388,7 @@ func (c *compiler) upstream(u *upstreamConfig) Upstream {
 		{"upgrade_timeout", up.UpgradeTimeout, "90s (a cold start can take that long)"},
 		{"response_timeout", up.ResponseTimeout, "90s (a cold start can take that long)"},
 		{"write_timeout", up.WriteTimeout, "10s"},
+		{"stop_timeout", up.StopTimeout, "10s"},
 	} {
 		if t.d <= 0 {
 			c.errf("upstream."+t.key, "must be positive, like %s", t.example)
@@ -842,6 +848,7 @@ func (c *compiler) describe(s *Snapshot, fc *fileConfig) Description {
 		TrustedProxies: []string{},
 		Upstream: UpstreamDesc{URL: s.Upstream.URL.String(), HostHeader: s.Upstream.HostHeader, DialTimeout: FormatDuration(s.Upstream.DialTimeout),
 			UpgradeTimeout: FormatDuration(s.Upstream.UpgradeTimeout), ResponseTimeout: FormatDuration(s.Upstream.ResponseTimeout),
+			StopTimeout:  FormatDuration(s.Upstream.StopTimeout),
 			WriteTimeout: FormatDuration(s.Upstream.WriteTimeout), CAFile: s.Upstream.CAFile},
 		Log: LogDesc{Level: s.Log.Level, Format: s.Log.Format, UserIDs: s.Log.UserIDs, HashKeySet: len(s.Log.HashKey) > 0,
 			Heartbeat: FormatDuration(s.Log.Heartbeat), MaxLinesPerMinute: s.Log.MaxLinesPerMinute},

@@ -61,6 +61,9 @@ type Upstream struct {
 	UpgradeTimeout  time.Duration
 	ResponseTimeout time.Duration
 	WriteTimeout    time.Duration
+	// StopTimeout is same-service mode's wait between SIGTERM and SIGKILL
+	// to the child's process group (unused otherwise).
+	StopTimeout time.Duration
 	// CAFile is upstream.ca_file ("" when not set); RootCAs the system
 	// roots plus its certificates, or nil for the system roots alone.
 	CAFile  string

@@ -26,6 +26,9 @@ type exchange struct {
 	clientIP  string
 	xff       string
 	start     time.Time
+	// answerHTTP: a rejection is answered with a status even on a
+	// reject_with: close route (a refused legacy user's repeat attempt).
+	answerHTTP bool
 }
 
 type exchangeKey struct{}
@@ -45,8 +48,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	snap := s.snap.Load()
 	if r.URL.Path == snap.HealthPath {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		if !s.upstreamReady() {
+			// Same-service mode, the child not accepting yet: a platform
+			// health check must not route traffic here (Render fails a
+			// deploy whose check never passes, which is right).
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"status":"starting"}` + "\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 		return
 	}
@@ -72,8 +84,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ws {
 			transport = event.TransportWebSocket
 		}
+		closeFrame := ws && !d.Route.RejectHTTP && validHandshake(r)
+		if closeFrame && d.Action == policy.ActionReject && (d.Class == rewrite.ClassUUID || d.Reason == reasonRateLimited) &&
+			!s.repeats.closeFrame(repeatKey{x.clientIP, d.Route.Name, d.User}, now) {
+			closeFrame, x.answerHTTP = false, true
+		}
 		line := newAuthLine(snap.Log, &authEvent{
-			d: d, transport: transport, closeFrame: ws && !d.Route.RejectHTTP && validHandshake(r),
+			d: d, transport: transport, closeFrame: closeFrame,
 			clientIP: x.clientIP, origin: r.Header.Get("Origin"),
 			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
 		})
@@ -109,6 +126,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWebSocket(w, r, x)
 		return
 	}
+	s.awaitUpstream(r.Context(), snap.Upstream.ResponseTimeout)
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 }
 
@@ -234,10 +252,15 @@ var rejectGatewayTimeout = policy.Rejection{CloseCode: 1014, Status: http.Status
 // with reject_with: close, a completed handshake and at once a close frame
 // the browser can read; otherwise the status with a JSON body.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, x *exchange, errName string, rej policy.Rejection) {
-	if x.websocket && (x.d.Route == nil || !x.d.Route.RejectHTTP) && rej.CloseCode != 0 {
+	if x.websocket && !x.answerHTTP && (x.d.Route == nil || !x.d.Route.RejectHTTP) && rej.CloseCode != 0 {
 		if s.rejectWebSocket(w, r, uint16(rej.CloseCode), rej.Message) {
 			return
 		}
+	}
+	if x.answerHTTP {
+		// A repeat attempt: its client reconnects on a new connection
+		// anyway; closing this one spares a read of its EOF.
+		w.Header().Set("Connection", "close")
 	}
 	writeJSONError(w, x.requestID, errName, rej)
 }

@@ -249,3 +249,59 @@ func TestRejectInvalidHandshakeLogsStatus(t *testing.T) {
 		t.Errorf("auth event: got status %v close_code %v, want status 401 and no close_code (the client got HTTP 401)", ev.fields["status"], ev.fields["close_code"])
 	}
 }
+
+// TestRejectRepeatAttempts pins the cheaper answer to a stale build's
+// reconnect loop (issue 23): the same legacy user from the same address
+// gets three 4003 close frames a minute, then 403 before the upgrade
+// (no 101), each logged as the same decision with status in place of
+// close_code; another user is apart; none reaches the backend.
+func TestRejectRepeatAttempts(t *testing.T) {
+	be := newBackend(t)
+	h := startProxy(t, testConfig{Upstream: be.url})
+	other := "7d0e3a52-7f39-4c64-9d3c-2b6f0c1de5a1"
+	var answers []string
+	for range 5 {
+		c, resp, err := h.dial(t, "/ws/strict?token="+testUUID, nil, nil)
+		switch {
+		case err == nil:
+			answers = append(answers, fmt.Sprint(readClose(t, c).Code))
+			c.Close()
+		case resp != nil:
+			var body struct {
+				Error     string `json:"error"`
+				CloseCode int    `json:"close_code"`
+			}
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			conn := "keep-alive"
+			if resp.Close {
+				conn = "close"
+			}
+			answers = append(answers, fmt.Sprintf("%d %s %d %s", resp.StatusCode, body.Error, body.CloseCode, conn))
+		default:
+			t.Fatalf("dial: %v", err)
+		}
+	}
+	want := "[4003 4003 4003 403 uuid 4003 close 403 uuid 4003 close]"
+	if fmt.Sprint(answers) != want {
+		t.Errorf("five attempts of one stale user: got %v, want %s", answers, want)
+	}
+	c, _ := h.mustDial(t, "/ws/strict?token="+other, nil, nil)
+	if ce := readClose(t, c); ce.Code != 4003 {
+		t.Errorf("another user's first attempt: got %d, want 4003", ce.Code)
+	}
+	c.Close()
+	var logged []string
+	for _, l := range h.logs.events(t, "auth") {
+		code, _ := l.num("close_code")
+		status, _ := l.num("status")
+		logged = append(logged, fmt.Sprintf("%s/%s/%s/%.0f/%.0f", l.str("class"), l.str("action"), l.str("user")[:8], code, status))
+	}
+	wantLog := "[uuid/reject/21a2151a/4003/0 uuid/reject/21a2151a/4003/0 uuid/reject/21a2151a/4003/0 uuid/reject/21a2151a/0/403 uuid/reject/21a2151a/0/403 uuid/reject/7d0e3a52/4003/0]"
+	if fmt.Sprint(logged) != wantLog {
+		t.Errorf("auth lines: got %v, want %s", logged, wantLog)
+	}
+	if n := be.hits.Load(); n != 0 {
+		t.Errorf("backend requests: got %d, want 0", n)
+	}
+}

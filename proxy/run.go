@@ -35,6 +35,27 @@ type RunOptions struct {
 	// Now is the decision clock; nil means time.Now.
 	Now func() time.Time
 
+	// The hooks below let a caller run something beside the proxy
+	// (cmd/authgate's same-service mode runs the backend as its child)
+	// while the proxy knows nothing of what it is.
+
+	// Loaded is called once, after the config has loaded and before
+	// anything listens, with the config and the logger Run writes its
+	// events with (valid until Run returns). An error ends Run and is
+	// returned as it is.
+	Loaded func(snap *policy.Snapshot, log zerolog.Logger) error
+	// UpstreamReady, when not nil, is closed once the upstream accepts
+	// connections. Until then the health path answers 503
+	// {"status":"starting"}, and requests wait for it as for a cold start
+	// (within upgrade_timeout for an upgrade, response_timeout for HTTP).
+	// Nil means the upstream is taken as ready (separate mode).
+	UpstreamReady <-chan struct{}
+	// Drained is called once at shutdown, after authgate's own graceful
+	// shutdown (listeners closed, WebSockets closed with 1012, HTTP
+	// requests finished or shutdown_timeout spent) and before the stop
+	// event; Run returns after it does.
+	Drained func()
+
 	onServer func(*Server) // tests: the Server once created
 }
 
@@ -59,8 +80,13 @@ func Run(ctx context.Context, opt RunOptions) error {
 		return err
 	}
 	logConfig(&logger, "loaded", snap, nil)
+	if opt.Loaded != nil {
+		if err := opt.Loaded(snap, logger); err != nil {
+			return err
+		}
+	}
 
-	srv := New(snap, Options{Logger: logger, Now: opt.Now})
+	srv := New(snap, Options{Logger: logger, Now: opt.Now, UpstreamReady: opt.UpstreamReady})
 	if opt.onServer != nil {
 		opt.onServer(srv)
 	}
@@ -175,6 +201,9 @@ func Run(ctx context.Context, opt RunOptions) error {
 			}
 			cancel()
 			srv.StopHeartbeats()
+			if opt.Drained != nil {
+				opt.Drained()
+			}
 			srv.LogStop(n, err)
 			return nil
 		}

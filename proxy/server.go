@@ -34,6 +34,9 @@ type Options struct {
 	Logger zerolog.Logger
 	// Now is the clock decisions are made with; nil means time.Now.
 	Now func() time.Time
+	// UpstreamReady, when not nil, is closed once the upstream accepts
+	// connections (see RunOptions.UpstreamReady); nil means ready.
+	UpstreamReady <-chan struct{}
 }
 
 // Server is authgate's public handler, with its registry of open
@@ -49,11 +52,16 @@ type Server struct {
 	conns    registry
 	metrics  *metrics
 	limiter  *ipLimiter
+	repeats  *repeatRefusals
+	trimmer  *connTrimmer
 	expiry   expiryQueue
 	boundary boundaryTimer
 	gate     *logGate // log budget and heartbeat counts (issue 21)
 
 	draining  atomic.Bool
+	stopping  chan struct{} // closed by Shutdown: waits for readiness end
+	stopOnce  sync.Once
+	upReady   <-chan struct{}
 	xffWarned atomic.Bool // the untrusted-proxy warning was logged under this config
 	mu        sync.Mutex
 	servers   []*http.Server
@@ -63,7 +71,9 @@ var _ http.Handler = (*Server)(nil)
 
 // New returns a Server serving snap.
 func New(snap *policy.Snapshot, opt Options) *Server {
-	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter()}
+	s := &Server{log: opt.Logger, now: opt.Now, metrics: newMetrics(), limiter: newIPLimiter(),
+		repeats: newRepeatRefusals(), trimmer: newConnTrimmer(),
+		stopping: make(chan struct{}), upReady: opt.UpstreamReady}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -119,6 +129,7 @@ func (s *Server) HTTPServer() *http.Server {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          s.stdLogger(),
+		ConnState:         s.trimmer.connState,
 	}
 	s.mu.Lock()
 	s.servers = append(s.servers, hs)
@@ -144,6 +155,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // done or ctx ends. It returns how many WebSockets it closed.
 func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	s.draining.Store(true)
+	defer s.trimmer.stop()
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.mu.Lock()
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
@@ -165,6 +178,37 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	s.gate.close() // held lines as summaries, ws_close ones included
 	s.ups.closeIdle()
 	return n, errors.Join(append(errs, wsErr)...)
+}
+
+// upstreamReady reports whether the upstream accepts connections.
+func (s *Server) upstreamReady() bool {
+	if s.upReady == nil {
+		return true
+	}
+	select {
+	case <-s.upReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitUpstream waits until the upstream accepts connections, limit
+// passes, ctx ends or shutdown begins, whichever is first; the request
+// then goes on (and fails as it would have, if the upstream is still
+// not there).
+func (s *Server) awaitUpstream(ctx context.Context, limit time.Duration) {
+	if s.upstreamReady() {
+		return
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-s.upReady:
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.stopping:
+	}
 }
 
 // stdLogger routes net/http's own messages (TLS handshake errors, a

@@ -85,6 +85,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, x *excha
 	out.Body, out.ContentLength = nil, 0
 	prepareOutbound(&httputil.ProxyRequest{In: r, Out: out}, x)
 
+	s.awaitUpstream(r.Context(), x.snap.Upstream.UpgradeTimeout)
 	up, br, resp, err := s.dialUpgrade(r.Context(), out, x)
 	if err != nil {
 		s.upstreamFailed(w, r, x, err)

@@ -16,7 +16,10 @@ credential to JWTs, with a dated policy, a kill switch and a report.
 
 Usage:
   authgate serve   [--config PATH]              run the proxy
-  authgate check   [--config PATH]              validate the config
+  authgate serve   [--config PATH] -- COMMAND [ARGS...]
+                                                run the proxy and the backend, as its child
+  authgate check   [--config PATH] [-- COMMAND [ARGS...]]
+                                                validate the config (and say the mode)
   authgate explain [--config PATH] [--at TIME] [--header 'K: V']... URL
                                                 what the proxy would do with URL
   authgate report  [flags] [FILE...]            legacy use and a safe-to-delete verdict
