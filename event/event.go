@@ -17,6 +17,7 @@ const (
 	UpstreamReady = "upstream_ready" // same-service mode: the child accepts connections
 	UpstreamStop  = "upstream_stop"  // same-service mode: authgate stops the child (SIGTERM, SIGKILL)
 	UpstreamExit  = "upstream_exit"  // same-service mode: the child ended (code or signal, uptime)
+	Heartbeat     = "heartbeat"      // every log.heartbeat per instance (issue 21)
 )
 
 // Field keys. zerolog writes TimeFieldName, LevelFieldName and
@@ -52,6 +53,24 @@ const (
 
 	FieldResult = "result" // config: "loaded" | "reloaded" | "unchanged" | "rejected"
 	FieldError  = "error"
+
+	// FieldRepeat is set on a summary line of the log budget: it stands
+	// for N lines of the same decision (or ws_close) held back in its
+	// minute; a reader counts it as N.
+	FieldRepeat = "repeat"
+
+	// Heartbeat fields.
+	FieldSince             = "since"            // RFC 3339: the previous heartbeat, or the start
+	FieldIntervalSeconds   = "interval_seconds" // log.heartbeat in force
+	FieldDecisionsTotal    = "decisions_total"  // decisions in [since, time)
+	FieldDecisions         = "decisions"        // [{route, class, action, count}]
+	FieldCount             = "count"
+	FieldLegacyUsers       = "legacy_users"              // distinct users of class uuid, as log.user_ids writes them; at most 1,000
+	FieldLegacyUsersTotal  = "legacy_users_total"        // how many distinct legacy users (the list may be shorter)
+	FieldLegacyUsersCapped = "legacy_users_total_capped" // true: legacy_users_total is a lower bound
+	FieldLinesWritten      = "lines_written"             // lines written since the last heartbeat
+	FieldLinesHeld         = "lines_held"                // lines the budget held back (written as summaries)
+	FieldWebSocketsOpen    = "websockets_open"
 )
 
 // Transports.

@@ -66,6 +66,9 @@ type logConfig struct {
 	Format  *string `yaml:"format"`
 	UserIDs *string `yaml:"user_ids"`
 	HashKey string  `yaml:"hash_key"`
+	// Heartbeat and MaxLinesPerMinute: issue 21 (SPEC "Logs").
+	Heartbeat         *Duration `yaml:"heartbeat"`
+	MaxLinesPerMinute *int      `yaml:"max_lines_per_minute"`
 }
 
 type routeConfig struct {

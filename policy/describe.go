@@ -65,6 +65,10 @@ type LogDesc struct {
 	Format     string `json:"format"`
 	UserIDs    string `json:"user_ids"`
 	HashKeySet bool   `json:"hash_key_set"`
+	// Heartbeat is log.heartbeat ("0s" when off); MaxLinesPerMinute
+	// log.max_lines_per_minute (0: no budget).
+	Heartbeat         string `json:"heartbeat"`
+	MaxLinesPerMinute int    `json:"max_lines_per_minute"`
 }
 
 // RouteDescription describes one route and the stage in force now.

@@ -52,7 +52,14 @@ const (
 	DefaultAudience      = "authenticated"
 	DefaultRatePerMinute = 30
 	DefaultRateBurst     = 10
-	maxMintTTL           = 24 * time.Hour
+	// DefaultHeartbeat is log.heartbeat when not written (issue 21).
+	DefaultHeartbeat = 5 * time.Minute
+	// DefaultMaxLinesPerMinute is log.max_lines_per_minute when not
+	// written: half of the 6,000 lines a minute Render keeps per
+	// instance, leaving room for the backend's own lines in same-service
+	// mode.
+	DefaultMaxLinesPerMinute = 3000
+	maxMintTTL               = 24 * time.Hour
 )
 
 // DefaultAlgorithms is verify.algorithms when not written.
@@ -602,6 +609,17 @@ func (c *compiler) log(l *logConfig) Log {
 	default:
 		c.errf("log.user_ids", "want plain, hash or omit, got %q", out.UserIDs)
 	}
+	out.Heartbeat = durOr(l.Heartbeat, DefaultHeartbeat)
+	if out.Heartbeat != 0 && out.Heartbeat < time.Second {
+		c.errf("log.heartbeat", "must be at least 1s (or 0s for no heartbeats), like 5m; got %s", FormatDuration(out.Heartbeat))
+	}
+	out.MaxLinesPerMinute = DefaultMaxLinesPerMinute
+	if l.MaxLinesPerMinute != nil {
+		out.MaxLinesPerMinute = *l.MaxLinesPerMinute
+	}
+	if out.MaxLinesPerMinute < 0 {
+		c.errf("log.max_lines_per_minute", "must be 0 (no budget) or more, like 3000 (Render keeps 6,000 lines a minute); got %d", out.MaxLinesPerMinute)
+	}
 	return out
 }
 
@@ -832,7 +850,8 @@ func (c *compiler) describe(s *Snapshot, fc *fileConfig) Description {
 			UpgradeTimeout: FormatDuration(s.Upstream.UpgradeTimeout), ResponseTimeout: FormatDuration(s.Upstream.ResponseTimeout),
 			StopTimeout:  FormatDuration(s.Upstream.StopTimeout),
 			WriteTimeout: FormatDuration(s.Upstream.WriteTimeout), CAFile: s.Upstream.CAFile},
-		Log: LogDesc{Level: s.Log.Level, Format: s.Log.Format, UserIDs: s.Log.UserIDs, HashKeySet: len(s.Log.HashKey) > 0},
+		Log: LogDesc{Level: s.Log.Level, Format: s.Log.Format, UserIDs: s.Log.UserIDs, HashKeySet: len(s.Log.HashKey) > 0,
+			Heartbeat: FormatDuration(s.Log.Heartbeat), MaxLinesPerMinute: s.Log.MaxLinesPerMinute},
 	}
 	d.TrustedProxies = append(d.TrustedProxies, s.TrustedNames...)
 	vc := s.Verifier.Config()

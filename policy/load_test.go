@@ -65,6 +65,8 @@ func TestLoadExampleConfig(t *testing.T) {
 			{"Minter set", s.Minter != nil, true},
 			{"Log", s.Log.Level + " " + s.Log.Format + " " + s.Log.UserIDs, "info json plain"},
 			{"Log.HashKey", len(s.Log.HashKey), 0},
+			{"Log.Heartbeat (default)", s.Log.Heartbeat, 5 * time.Minute},
+			{"Log.MaxLinesPerMinute (default)", s.Log.MaxLinesPerMinute, 3000},
 			{"Unmatched", s.Unmatched, policy.ActionPass},
 			{"RateLimit", s.RateLimit, policy.RateLimit{PerMinute: 30, Burst: 10}},
 			{"Warnings", len(s.Warnings), 0},
@@ -981,6 +983,39 @@ func TestLoadDefaultSourcesPlainHTTPRoute(t *testing.T) {
 			}
 			if got := sourceList(s.Routes[0].Sources); got != tt.want {
 				t.Errorf("got sources %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadLogHeartbeatAndBudget: issue 21's log.heartbeat and
+// log.max_lines_per_minute, their defaults and their "off" values (the
+// invalid ones are pinned in testdata/bad/log_heartbeat_*.yaml and
+// log_budget_*.yaml).
+func TestLoadLogHeartbeatAndBudget(t *testing.T) {
+	tests := []struct {
+		name, log     string
+		wantHeartbeat time.Duration
+		wantBudget    int
+	}{
+		{"defaults", "{level: info}", 5 * time.Minute, 3000},
+		{"off", "{heartbeat: 0s, max_lines_per_minute: 0}", 0, 0},
+		{"one second", "{heartbeat: 1s, max_lines_per_minute: 300}", time.Second, 300},
+		{"days", "{heartbeat: 1d}", 24 * time.Hour, 3000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := "upstream: {url: http://x}\nlog: " + tt.log + "\n"
+			s, err := policy.Parse("test.yaml", []byte(text), policy.Options{LookupEnv: env(nil)})
+			if err != nil {
+				t.Fatalf("got error\n%v\nwant none", err)
+			}
+			if s.Log.Heartbeat != tt.wantHeartbeat || s.Log.MaxLinesPerMinute != tt.wantBudget {
+				t.Errorf("got heartbeat %v, budget %d; want %v, %d", s.Log.Heartbeat, s.Log.MaxLinesPerMinute, tt.wantHeartbeat, tt.wantBudget)
+			}
+			d := s.Description(time.Unix(0, 0))
+			if d.Log.Heartbeat != policy.FormatDuration(tt.wantHeartbeat) || d.Log.MaxLinesPerMinute != tt.wantBudget {
+				t.Errorf("/policy shows heartbeat %q, budget %d", d.Log.Heartbeat, d.Log.MaxLinesPerMinute)
 			}
 		})
 	}

@@ -82,6 +82,13 @@ type Log struct {
 	Format  string // json | console
 	UserIDs string // plain | hash | omit
 	HashKey []byte
+	// Heartbeat is log.heartbeat: how often a heartbeat event is written;
+	// 0 writes none. At least a second when set.
+	Heartbeat time.Duration
+	// MaxLinesPerMinute is log.max_lines_per_minute, the log budget: past
+	// it repeats of one decision in the minute are held back and written
+	// once as a summary (repeat: N). 0 means no budget.
+	MaxLinesPerMinute int
 }
 
 // User ID modes.

@@ -48,6 +48,40 @@ func BenchmarkProxyUpgrade(b *testing.B) {
 	b.StopTimer()
 }
 
+// BenchmarkProxyReject4003: one stale client's attempt per op, the
+// reconnect storm's unit: a legacy UUID on a route that rejects it, the
+// handshake completed by authgate and closed with 4003, the auth line
+// logged. Without a budget every attempt writes its line; with the
+// default budget (3000 a minute) the repeats past it are held, counted
+// and summarised (issue 21).
+func BenchmarkProxyReject4003(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		log  []string
+	}{{"no budget", []string{"max_lines_per_minute: 0"}}, {"default budget", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			be := newBackend(b, withoutRecording)
+			h := startProxyWith(b, testConfig{Upstream: be.url, LogExtra: bc.log}, io.Discard)
+			url := h.wsBase + "/ws/strict?token=7d0e3a52-7f39-4c64-9d3c-2b6f0c1de5a1"
+			d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c, _, err := d.Dial(url, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _, err = c.ReadMessage()
+				if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 4003 {
+					b.Fatalf("got %v, want close 4003", err)
+				}
+				c.Close()
+			}
+			b.StopTimer()
+		})
+	}
+}
+
 func benchEcho(b *testing.B, size int) {
 	be := newBackend(b, withoutRecording)
 	be.upgrader.ReadBufferSize = 64 << 10

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,48 +83,95 @@ type authEvent struct {
 	requestID  string
 }
 
-func logAuth(l *zerolog.Logger, cfg policy.Log, e *authEvent) {
+// authLine is an auth line's fields, flat: what the log budget keeps of a
+// held line (no token, no Decision) and what writeAuth writes.
+type authLine struct {
+	level                                    zerolog.Level
+	route, transport, class, action, would   string
+	reason, user, source                     string
+	clientIP, origin, userAgent, path, reqID string
+	message                                  string
+	stage, closeCode, status                 int
+	hasUser, verified                        bool
+}
+
+func newAuthLine(cfg policy.Log, e *authEvent) authLine {
 	d := e.d
-	lvl := zerolog.InfoLevel
-	if d.Class == rewrite.ClassUUID || d.Action == policy.ActionReject {
-		lvl = zerolog.WarnLevel
+	l := authLine{
+		level: zerolog.InfoLevel, route: d.Route.Name, transport: e.transport,
+		class: d.Class.String(), action: d.Action.String(), stage: d.Stage, reason: d.Reason,
+		verified: d.Verified, clientIP: e.clientIP, origin: e.origin, userAgent: e.userAgent,
+		path: e.path, reqID: e.requestID, message: authMessage(d),
 	}
-	ev := l.WithLevel(lvl)
+	if d.Class == rewrite.ClassUUID || d.Action == policy.ActionReject {
+		l.level = zerolog.WarnLevel
+	}
+	if d.Would != policy.ActionNone {
+		l.would = d.Would.String()
+	}
+	l.user, l.hasUser = userField(cfg, d.User)
+	if d.Source.Kind != rewrite.SourceNone {
+		l.source = d.Source.String()
+	}
+	if d.Action == policy.ActionReject {
+		if e.closeFrame && d.Rejection.CloseCode != 0 {
+			l.closeCode = d.Rejection.CloseCode
+		} else {
+			l.status = d.Rejection.Status
+		}
+	}
+	return l
+}
+
+// clone copies the strings that may alias a request (kept past it).
+func (l authLine) clone() authLine {
+	for _, p := range []*string{&l.reason, &l.user, &l.clientIP, &l.origin, &l.userAgent, &l.path, &l.reqID, &l.route} {
+		*p = strings.Clone(*p)
+	}
+	return l
+}
+
+// writeAuth writes an auth line; repeat > 0 makes it the log budget's
+// summary of that many held lines.
+func writeAuth(l *zerolog.Logger, a *authLine, repeat int64) {
+	ev := l.WithLevel(a.level)
 	if ev == nil {
 		return
 	}
 	ev.Str(event.FieldEvent, event.Auth).
-		Str(event.FieldRoute, d.Route.Name).
-		Str(event.FieldTransport, e.transport).
-		Str(event.FieldClass, d.Class.String()).
-		Str(event.FieldAction, d.Action.String())
-	if d.Would != policy.ActionNone {
-		ev.Str(event.FieldWould, d.Would.String())
+		Str(event.FieldRoute, a.route).
+		Str(event.FieldTransport, a.transport).
+		Str(event.FieldClass, a.class).
+		Str(event.FieldAction, a.action)
+	if a.would != "" {
+		ev.Str(event.FieldWould, a.would)
 	}
-	ev.Int(event.FieldStage, d.Stage).Str(event.FieldReason, d.Reason)
-	if u, ok := userField(cfg, d.User); ok {
-		ev.Str(event.FieldUser, u)
+	ev.Int(event.FieldStage, a.stage).Str(event.FieldReason, a.reason)
+	if a.hasUser {
+		ev.Str(event.FieldUser, a.user)
 	}
-	if d.Source.Kind != rewrite.SourceNone {
-		ev.Str(event.FieldSource, d.Source.String())
+	if a.source != "" {
+		ev.Str(event.FieldSource, a.source)
 	}
-	ev.Bool(event.FieldVerified, d.Verified).
-		Str(event.FieldClientIP, e.clientIP)
-	if e.origin != "" {
-		ev.Str(event.FieldOrigin, e.origin)
+	ev.Bool(event.FieldVerified, a.verified).
+		Str(event.FieldClientIP, a.clientIP)
+	if a.origin != "" {
+		ev.Str(event.FieldOrigin, a.origin)
 	}
-	if e.userAgent != "" {
-		ev.Str(event.FieldUserAgent, e.userAgent)
+	if a.userAgent != "" {
+		ev.Str(event.FieldUserAgent, a.userAgent)
 	}
-	ev.Str(event.FieldPath, e.path).Str(event.FieldRequestID, e.requestID)
-	if d.Action == policy.ActionReject {
-		if e.closeFrame && d.Rejection.CloseCode != 0 {
-			ev.Int(event.FieldCloseCode, d.Rejection.CloseCode)
-		} else {
-			ev.Int(event.FieldStatus, d.Rejection.Status)
-		}
+	ev.Str(event.FieldPath, a.path).Str(event.FieldRequestID, a.reqID)
+	switch {
+	case a.closeCode != 0:
+		ev.Int(event.FieldCloseCode, a.closeCode)
+	case a.status != 0:
+		ev.Int(event.FieldStatus, a.status)
 	}
-	ev.Msg(authMessage(d))
+	if repeat > 0 {
+		ev.Int64(event.FieldRepeat, repeat)
+	}
+	ev.Msg(a.message)
 }
 
 func authMessage(d *policy.Decision) string {

@@ -89,11 +89,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			!s.repeats.closeFrame(repeatKey{x.clientIP, d.Route.Name, d.User}, now) {
 			closeFrame, x.answerHTTP = false, true
 		}
-		logAuth(&s.log, snap.Log, &authEvent{
+		line := newAuthLine(snap.Log, &authEvent{
 			d: d, transport: transport, closeFrame: closeFrame,
 			clientIP: x.clientIP, origin: r.Header.Get("Origin"),
 			userAgent: r.Header.Get("User-Agent"), path: r.URL.Path, requestID: x.requestID,
 		})
+		if s.gate.admitAuth(&line, d.Class, d.Action, d.Would, d.User) {
+			writeAuth(&s.log, &line, 0)
+		}
 		s.metrics.decision(d.Route.Name, transport, d.Class.String(), d.Action.String())
 		if d.Class == rewrite.ClassUUID {
 			s.metrics.legacySeen.WithLabelValues(d.Route.Name).Set(float64(now.Unix()))

@@ -66,6 +66,8 @@ type testConfig struct {
 	// UpstreamExtra are more upstream keys, one "key: value" per entry
 	// (ca_file, upgrade_timeout, ...).
 	UpstreamExtra []string
+	// LogExtra are more log keys, likewise (max_lines_per_minute, ...).
+	LogExtra []string
 }
 
 // standardRoutes cover every kind of route the tests drive.
@@ -125,9 +127,12 @@ func (c testConfig) yaml() string {
 	if rate == "" {
 		rate = "{per_minute: 0}"
 	}
-	var extra strings.Builder
+	var extra, logExtra strings.Builder
 	for _, kv := range c.UpstreamExtra {
 		extra.WriteString("  " + kv + "\n")
+	}
+	for _, kv := range c.LogExtra {
+		logExtra.WriteString("  " + kv + "\n")
 	}
 	var trusted []string
 	for _, p := range c.Trusted {
@@ -156,9 +161,9 @@ mint:
 log:
   user_ids: %s
   hash_key: "${AUTHGATE_TEST_HASH_KEY}"
-unmatched: %s
+%sunmatched: %s
 rate_limit: %s
-%s`, strings.Join(trusted, ", "), c.Upstream, hostHeader, extra.String(), userIDs, unmatched, rate, standardRoutes)
+%s`, strings.Join(trusted, ", "), c.Upstream, hostHeader, extra.String(), userIDs, logExtra.String(), unmatched, rate, standardRoutes)
 }
 
 // syncBuffer collects log lines written from many goroutines.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,7 @@ type bufferedWriter struct {
 	w     *bufio.Writer
 	timer *time.Timer
 	armed bool
+	lines atomic.Int64 // Write calls: lines, as zerolog writes one per call
 }
 
 func newBufferedWriter(w io.Writer) *bufferedWriter {
@@ -33,6 +35,7 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, err := b.w.Write(p)
+	b.lines.Add(1)
 	if !b.armed && b.w.Buffered() > 0 {
 		b.armed = true
 		b.timer.Reset(logFlushDelay)

@@ -21,6 +21,7 @@ type metrics struct {
 	upstreamErrs *prometheus.CounterVec
 	handshake    prometheus.Histogram
 	rateLimited  prometheus.Counter
+	logHeld      prometheus.Counter
 
 	// counters caches decisions children: WithLabelValues hashes its
 	// labels on every call, the cache does it once per label set.
@@ -55,9 +56,12 @@ func newMetrics() *metrics {
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authgate_rate_limited_total", Help: "Requests refused because their client IP failed authentication too often.",
 		}),
+		logHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authgate_log_lines_held_total", Help: "Log lines the budget (log.max_lines_per_minute) held back; each is counted in a summary line's repeat.",
+		}),
 		counters: map[decisionKey]prometheus.Counter{},
 	}
-	m.reg.MustRegister(m.decisions, m.wsOpen, m.legacySeen, m.reloads, m.upstreamErrs, m.handshake, m.rateLimited,
+	m.reg.MustRegister(m.decisions, m.wsOpen, m.legacySeen, m.reloads, m.upstreamErrs, m.handshake, m.rateLimited, m.logHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"reloaded", "rejected", "unchanged"} {
 		m.reloads.WithLabelValues(r)

@@ -129,6 +129,7 @@ func Run(ctx context.Context, opt RunOptions) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	srv.LogStart(ln.Addr().String())
+	srv.StartHeartbeats(logs.lines.Load)
 	if opt.Ready != nil {
 		opt.Ready(ln.Addr(), adminAddr)
 	}
@@ -189,6 +190,7 @@ func Run(ctx context.Context, opt RunOptions) error {
 		case <-watched:
 			reload(false)
 		case err := <-serveErr:
+			srv.StopHeartbeats()
 			return err
 		case <-ctx.Done():
 			timeout := srv.Snapshot().ShutdownTimeout
@@ -198,6 +200,7 @@ func Run(ctx context.Context, opt RunOptions) error {
 				admin.close(sctx)
 			}
 			cancel()
+			srv.StopHeartbeats()
 			if opt.Drained != nil {
 				opt.Drained()
 			}

@@ -56,6 +56,7 @@ type Server struct {
 	trimmer  *connTrimmer
 	expiry   expiryQueue
 	boundary boundaryTimer
+	gate     *logGate // log budget and heartbeat counts (issue 21)
 
 	draining  atomic.Bool
 	stopping  chan struct{} // closed by Shutdown: waits for readiness end
@@ -77,6 +78,7 @@ func New(snap *policy.Snapshot, opt Options) *Server {
 		s.now = time.Now
 	}
 	s.snap.Store(snap)
+	s.gate = newLogGate(&s.log, snap.Log, nil, s.metrics.logHeld, s.OpenWebSockets)
 	s.limiter.configure(snap.RateLimit)
 	s.conns.init()
 	s.expiry.init(s.expire)
@@ -107,6 +109,7 @@ func (s *Server) Swap(snap *policy.Snapshot) {
 			Msg("mint key changed under the same kid: /jwks.json serves both for a while, but a backend that looks keys up by kid alone may pick the old one; give a new key a new kid")
 	}
 	s.snap.Store(snap)
+	s.gate.configure(snap.Log)
 	s.xffWarned.Store(false)
 	s.limiter.configure(snap.RateLimit)
 	now := s.now()
@@ -172,6 +175,7 @@ func (s *Server) Shutdown(ctx context.Context) (int, error) {
 	n := s.conns.closeAll(closeShutdown)
 	wsErr := s.conns.wait(ctx)
 	wg.Wait()
+	s.gate.close() // held lines as summaries, ws_close ones included
 	s.ups.closeIdle()
 	return n, errors.Join(append(errs, wsErr)...)
 }
@@ -230,6 +234,15 @@ func (s *Server) LogStart(addr string) {
 		Str("upstream", snap.Upstream.URL.Redacted()).Int("routes", len(snap.Routes)).
 		Msg("authgate started")
 }
+
+// StartHeartbeats writes a heartbeat every log.heartbeat from now on;
+// lines reports how many lines have been written (nil: not known). Run
+// calls it once serving; StopHeartbeats ends them.
+func (s *Server) StartHeartbeats(lines func() int64) { s.gate.startHeartbeats(lines) }
+
+// StopHeartbeats writes the final heartbeat (the last interval's counts)
+// and stops them; call it after Shutdown, before LogStop.
+func (s *Server) StopHeartbeats() { s.gate.stopHeartbeats() }
 
 // LogStop writes the stop event.
 func (s *Server) LogStop(closed int, err error) {

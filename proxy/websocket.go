@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"github.com/rs/zerolog"
 
 	"authgate/event"
 	"authgate/policy"
@@ -396,22 +397,52 @@ func sanitizeErr(err error) string {
 	return err.Error()
 }
 
-// logClose writes the ws_close event of a relayed connection.
+// closeLine is a ws_close line's fields, flat (see authLine).
+type closeLine struct {
+	route, user, reqID, closedBy, reason string
+	hasUser                              bool
+	durationMS, bytesIn, bytesOut        int64
+	closeCode                            int
+}
+
+func (l closeLine) clone() closeLine {
+	for _, p := range []*string{&l.route, &l.user, &l.reqID, &l.reason} {
+		*p = strings.Clone(*p)
+	}
+	return l
+}
+
+// logClose writes the ws_close event of a relayed connection, within the
+// log budget.
 func (s *Server) logClose(c *wsConn, res relay.Result) {
-	ev := s.log.Info().Str(event.FieldEvent, event.WSClose).Str(event.FieldRoute, c.routeName())
-	if u, ok := userField(c.logCfg, c.facts.Subject); ok {
-		ev = ev.Str(event.FieldUser, u)
+	l := closeLine{route: c.routeName(), reqID: c.requestID,
+		durationMS: time.Since(c.opened).Milliseconds(), bytesIn: res.BytesIn, bytesOut: res.BytesOut,
+		closeCode: int(res.CloseCode), closedBy: res.ClosedBy, reason: res.Reason}
+	l.user, l.hasUser = userField(c.logCfg, c.facts.Subject)
+	if res.Err != nil && l.reason == "" {
+		l.reason = res.Err.Error()
 	}
-	ev = ev.Str(event.FieldRequestID, c.requestID).
-		Int64(event.FieldDurationMS, time.Since(c.opened).Milliseconds()).
-		Int64(event.FieldBytesIn, res.BytesIn).Int64(event.FieldBytesOut, res.BytesOut).
-		Int(event.FieldCloseCode, int(res.CloseCode)).Str(event.FieldClosedBy, res.ClosedBy)
-	reason := res.Reason
-	if res.Err != nil && reason == "" {
-		reason = res.Err.Error()
+	if !utf8.ValidString(l.reason) {
+		l.reason = strings.ToValidUTF8(l.reason, "?")
 	}
-	if !utf8.ValidString(reason) {
-		reason = strings.ToValidUTF8(reason, "?")
+	if s.gate.admitClose(&l) {
+		writeClose(&s.log, &l, 0)
 	}
-	ev.Str(event.FieldReason, reason).Msg("websocket closed")
+}
+
+// writeClose writes a ws_close line; repeat > 0 makes it the log budget's
+// summary of that many held lines (durations and bytes are their sums).
+func writeClose(log *zerolog.Logger, l *closeLine, repeat int64) {
+	ev := log.Info().Str(event.FieldEvent, event.WSClose).Str(event.FieldRoute, l.route)
+	if l.hasUser {
+		ev = ev.Str(event.FieldUser, l.user)
+	}
+	ev = ev.Str(event.FieldRequestID, l.reqID).
+		Int64(event.FieldDurationMS, l.durationMS).
+		Int64(event.FieldBytesIn, l.bytesIn).Int64(event.FieldBytesOut, l.bytesOut).
+		Int(event.FieldCloseCode, l.closeCode).Str(event.FieldClosedBy, l.closedBy)
+	if repeat > 0 {
+		ev = ev.Int64(event.FieldRepeat, repeat)
+	}
+	ev.Str(event.FieldReason, l.reason).Msg("websocket closed")
 }

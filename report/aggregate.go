@@ -68,6 +68,13 @@ type Aggregator struct {
 	wouldLegacy int64
 	quiet       quietStat
 	cov         coverStat
+
+	// Heartbeats (heartbeat.go): legacy decisions they counted in the
+	// window and in the quiet period (of --route), the users they named,
+	// and heartbeat lines that could not be read.
+	hbLegacy, hbQuietLegacy int64
+	hbUsers                 map[string]*hbUser
+	hbInvalid               int64
 }
 
 type legacyStat struct {
@@ -115,6 +122,7 @@ func NewAggregator(q Query) *Aggregator {
 		days:       make(map[int64]*dayStat),
 		users:      make(map[string]*userStat),
 		routes:     make(map[string]*routeStat),
+		hbUsers:    make(map[string]*hbUser),
 		strs:       interner{m: make(map[string]string)},
 	}
 	if !q.From.IsZero() {
@@ -152,7 +160,10 @@ func (a *Aggregator) Line(line []byte) {
 		a.lines.SkippedBy.OtherEvent++
 		if r.has(fTime) && !r.isBad(fInstance) {
 			if t, ok := parseTimestamp(r.val[fTime]); ok && t >= a.from && t < a.to {
-				a.cover(t, kind)
+				s := a.cover(t, kind)
+				if kind == kindHeartbeat && s != nil {
+					a.heartbeat(line[a.p.start:], s, t)
+				}
 			}
 		}
 		return
@@ -166,21 +177,56 @@ func (a *Aggregator) Line(line []byte) {
 		a.lines.SkippedBy.Invalid++
 		return
 	}
+	// A log budget summary (repeat: N) stands for N decisions.
+	n := int64(1)
+	if r.has(fRepeat) {
+		if n, ok = parseRepeat(r.val[fRepeat]); !ok {
+			a.lines.SkippedBy.Invalid++
+			return
+		}
+	}
 	if t < a.from || t >= a.to {
 		a.lines.FilteredBy.OutOfWindow++
 		return
 	}
-	// Presence does not depend on the route: the instance was logging.
-	a.cover(t, kind)
+	// Presence does not depend on the route: the instance was logging;
+	// nor do the lines heartbeats are checked against.
+	if s := a.cover(t, kind); s != nil {
+		s.decided(t, n, string(r.str(fClass)) == event.ClassUUID, &a.cov)
+	}
 	if a.q.Route != "" && string(r.val[fRoute]) != a.q.Route {
 		a.lines.FilteredBy.OtherRoute++
 		return
 	}
 	a.lines.Events++
-	a.add(r, t)
+	if r.has(fRepeat) {
+		a.lines.Summaries++
+		a.lines.Summarised += n
+	}
+	a.add(r, t, n)
 }
 
-func (a *Aggregator) add(r *record, t int64) {
+// maxRepeat bounds a summary's repeat: a minute of the budget's held
+// lines is far below it; a larger value is not authgate's.
+const maxRepeat = 1 << 40
+
+// parseRepeat reads a summary's repeat: a whole number from 1 to
+// maxRepeat, as JSON writes it.
+func parseRepeat(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 13 || b[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, n <= maxRepeat
+}
+
+func (a *Aggregator) add(r *record, t int64, n int64) {
 	class, action := r.val[fClass], r.val[fAction]
 	if !r.has(fClass) {
 		class = nil
@@ -193,11 +239,11 @@ func (a *Aggregator) add(r *record, t int64) {
 	would := r.has(fWould) && len(r.val[fWould]) > 0
 	quiet := t >= a.quietStart
 
-	a.requests++
+	a.requests += n
 	a.firstEvent = min(a.firstEvent, t)
 	a.lastEvent = max(a.lastEvent, t)
-	a.byClass.add(&a.strs, class, 1)
-	a.byAction.add(&a.strs, action, 1)
+	a.byClass.add(&a.strs, class, n)
+	a.byAction.add(&a.strs, action, n)
 
 	dayNum := dayOf(t)
 	d := a.days[dayNum]
@@ -205,7 +251,7 @@ func (a *Aggregator) add(r *record, t int64) {
 		d = new(dayStat)
 		a.days[dayNum] = d
 	}
-	d.requests++
+	d.requests += n
 
 	rt := a.routes[string(r.val[fRoute])]
 	if rt == nil {
@@ -216,62 +262,62 @@ func (a *Aggregator) add(r *record, t int64) {
 			rt = &routeStat{} // counted nowhere; the route table is full
 		}
 	}
-	rt.requests++
+	rt.requests += n
 
 	if rejected {
-		a.rejected++
-		d.rejected++
-		rt.rejected++
+		a.rejected += n
+		d.rejected += n
+		rt.rejected += n
 		reason := r.val[fReason]
 		if len(reason) == 0 {
 			reason = class
 		}
-		a.rejReason.add(&a.strs, reason, 1)
-		a.rejClass.add(&a.strs, class, 1)
+		a.rejReason.add(&a.strs, reason, n)
+		a.rejClass.add(&a.strs, class, n)
 	}
 	if would {
-		a.would++
-		d.would++
-		a.wouldAction.add(&a.strs, r.val[fWould], 1)
+		a.would += n
+		d.would += n
+		a.wouldAction.add(&a.strs, r.val[fWould], n)
 	}
 	if string(class) == event.ClassJWT {
-		d.jwt++
+		d.jwt += n
 		if rejected {
-			d.jwtRejected++
+			d.jwtRejected += n
 		}
 	}
 	if quiet {
-		a.quiet.requests++
+		a.quiet.requests += n
 	}
 	if !legacy {
 		return
 	}
 
 	// Legacy use: any request that carried a UUID, whatever was done with it.
-	a.legacy.requests++
-	d.legacy++
-	rt.legacy++
+	a.legacy.requests += n
+	d.legacy += n
+	rt.legacy += n
 	if rejected {
-		a.legacy.rejected++
-		d.legacyRejected++
+		a.legacy.rejected += n
+		d.legacyRejected += n
 	}
 	if would {
-		a.wouldLegacy++
+		a.wouldLegacy += n
 	}
 	if quiet {
-		a.quiet.legacy++
+		a.quiet.legacy += n
 		if rejected {
-			a.quiet.legacyRejected++
+			a.quiet.legacyRejected += n
 		}
 	}
-	a.userAgents.add(&a.strs, r.val[fUserAgent], 1)
-	a.origins.add(&a.strs, r.val[fOrigin], 1)
+	a.userAgents.add(&a.strs, r.val[fUserAgent], n)
+	a.origins.add(&a.strs, r.val[fOrigin], n)
 
 	user := r.val[fUser]
 	if !r.has(fUser) || len(user) == 0 {
-		a.legacy.anonymous++
+		a.legacy.anonymous += n
 		if quiet {
-			a.quiet.legacyAnonymous++
+			a.quiet.legacyAnonymous += n
 		}
 		a.legacy.first = min(a.legacy.first, t)
 		if t > a.legacy.last {
@@ -284,21 +330,21 @@ func (a *Aggregator) add(r *record, t int64) {
 		u = &userStat{id: a.strs.intern(user), first: t, last: t}
 		a.users[u.id] = u
 	}
-	u.requests++
+	u.requests += n
 	u.first = min(u.first, t)
 	u.last = max(u.last, t)
 	if rejected {
-		u.rejected++
+		u.rejected += n
 	}
 	if quiet {
-		u.quiet++
+		u.quiet += n
 	}
 	if would {
-		u.would++
+		u.would += n
 	}
-	u.userAgents.add(&a.strs, r.val[fUserAgent])
-	u.origins.add(&a.strs, r.val[fOrigin])
-	u.routes.add(&a.strs, r.val[fRoute])
+	u.userAgents.add(&a.strs, r.val[fUserAgent], n)
+	u.origins.add(&a.strs, r.val[fOrigin], n)
+	u.routes.add(&a.strs, r.val[fRoute], n)
 	if u.days.set(dayNum) {
 		d.legacyUsers++
 	}
@@ -350,18 +396,18 @@ type valueCount struct {
 	n int64
 }
 
-func (l *valueList) add(in *interner, b []byte) {
+func (l *valueList) add(in *interner, b []byte, n int64) {
 	for i := range l.vals {
 		if l.vals[i].v == string(b) {
-			l.vals[i].n++
+			l.vals[i].n += n
 			return
 		}
 	}
 	if len(l.vals) >= maxPerUser {
-		l.overflow++
+		l.overflow += n
 		return
 	}
-	l.vals = append(l.vals, valueCount{in.intern(b), 1})
+	l.vals = append(l.vals, valueCount{in.intern(b), n})
 }
 
 // dayBits is a set of day numbers, stored as a bitmap from the lowest day

@@ -88,7 +88,8 @@ const (
 	kindConfig                 // config: present; written before start, too
 	kindStart
 	kindStop
-	kindNone // not an authgate event
+	kindHeartbeat // heartbeat: present (and its counts, heartbeat.go)
+	kindNone      // not an authgate event
 )
 
 // eventKind classifies an event value.
@@ -102,6 +103,8 @@ func eventKind(ev []byte) lineKind {
 		return kindStart
 	case event.Stop:
 		return kindStop
+	case event.Heartbeat:
+		return kindHeartbeat
 	}
 	return kindNone
 }
@@ -168,6 +171,7 @@ type instStat struct {
 	spans             []span // in the quiet period, sorted, more than max-gap apart
 	hint              int    // the span the last line fell in
 	truncated         bool   // a span did not fit; later lines are untracked
+	hb                hbStat // its heartbeats and the decision lines they are checked against
 }
 
 // coverStat is the Aggregator's coverage state.
@@ -177,6 +181,7 @@ type coverStat struct {
 	recent    [recentInstances]*instStat // the instances of recent lines; parser.known holds their names
 	budget    int                        // spans that may still be opened
 	untracked int64
+	buckets   int // line buckets of all instances (heartbeat.go)
 }
 
 func (c *coverStat) init(maxGap time.Duration) {
@@ -215,13 +220,14 @@ func (a *Aggregator) instance() *instStat {
 }
 
 // cover records that the line just parsed, of kind k at t, shows its
-// instance; the caller has checked that t is in the window.
-func (a *Aggregator) cover(t int64, k lineKind) {
+// instance, and returns the instance (nil when the table is full); the
+// caller has checked that t is in the window.
+func (a *Aggregator) cover(t int64, k lineKind) *instStat {
 	c := &a.cov
 	s := a.instance()
 	if s == nil {
 		c.untracked++
-		return
+		return nil
 	}
 	s.lines++
 	s.first, s.last = min(s.first, t), max(s.last, t)
@@ -237,13 +243,14 @@ func (a *Aggregator) cover(t int64, k lineKind) {
 		}
 		s.before.from, s.before.to = min(s.before.from, t), max(s.before.to, t)
 		s.before.note(t, k)
-		return
+		return s
 	}
 	s.quietLines++
 	if s.truncated || !s.add(t, k, c.maxGap, &c.budget) {
 		s.truncated = true
 		c.untracked++
 	}
+	return s
 }
 
 // add folds a line of the quiet period into the spans. It reports false
@@ -288,6 +295,21 @@ func (s *instStat) add(t int64, k lineKind, maxGap int64, budget *int) bool {
 	return true
 }
 
+// mergeSpans returns spans with those at most g apart joined: the spans
+// of a longer allowed silence (g is more than the max-gap they were built
+// with).
+func mergeSpans(spans []span, g int64) []span {
+	out := make([]span, 0, len(spans))
+	for _, sp := range spans {
+		if n := len(out); n > 0 && sp.from-out[n-1].to <= g {
+			out[n-1].absorb(&sp)
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
 // join merges span i+1 into span i.
 func (s *instStat) join(i int, budget *int) {
 	s.spans[i].absorb(&s.spans[i+1])
@@ -311,6 +333,10 @@ type Coverage struct {
 	// holes; when it is not zero coverage is unknown and the verdict is
 	// insufficient_data.
 	UntrackedLines int64 `json:"untracked_lines"`
+	// LostLines sums the instances' lost_lines: decisions heartbeats
+	// counted that have no line (a log pipeline dropped them).
+	LostLines       int64 `json:"lost_lines"`
+	LostLegacyLines int64 `json:"lost_legacy_lines"`
 }
 
 // Instance is one instance's coverage.
@@ -331,6 +357,26 @@ type Instance struct {
 	// Truncated is true when it had more separate stretches of log than
 	// are tracked; its later lines are counted in untracked_lines.
 	Truncated bool `json:"truncated"`
+	// MaxSilence is the longest silence it may keep without a hole:
+	// max_gap, or two heartbeat intervals when it writes heartbeats and
+	// that is longer.
+	MaxSilence string `json:"max_silence"`
+	// Heartbeats are its heartbeat lines in the window (0: an authgate
+	// without them, or log.heartbeat: 0s); HeartbeatInterval the longest
+	// interval they state.
+	Heartbeats        int64  `json:"heartbeats"`
+	HeartbeatInterval string `json:"heartbeat_interval,omitempty"`
+	// HeartbeatDecisions are the decisions its heartbeats counted (those
+	// whose interval lies in the window); LostLines how many of them have
+	// no line in the logs read, LostLegacyLines those of class uuid.
+	// LostUnknown: too many heartbeats or minutes to compare.
+	HeartbeatDecisions int64 `json:"heartbeat_decisions"`
+	LostLines          int64 `json:"lost_lines"`
+	LostLegacyLines    int64 `json:"lost_legacy_lines"`
+	LostUnknown        bool  `json:"lost_lines_unknown"`
+	// HeldLines are the lines its log budget held back in that time, as
+	// its heartbeats say (they are in summary lines, not lost).
+	HeldLines int64 `json:"held_lines"`
 
 	present []Gap // its spans in the quiet period, for the HTML timeline
 }
@@ -357,9 +403,28 @@ func (a *Aggregator) coverage() Coverage {
 		Instances: make([]Instance, 0, len(c.insts)), Uncovered: []Gap{}, UntrackedLines: c.untracked,
 	}
 	var all []span
+	gAll := g // silences of all instances: the longest any instance may keep
 	for _, s := range c.insts {
+		gAll = max(gAll, s.hb.hbGap(g))
+	}
+	for _, s := range c.insts {
+		g := s.hb.hbGap(g)
+		spans := s.spans
+		if g > c.maxGap {
+			spans = mergeSpans(spans, g)
+		}
 		in := Instance{Name: s.name, Lines: s.lines, QuietLines: s.quietLines, First: utc(s.first),
-			Last: utc(s.last), Starts: s.starts, Stops: s.stops, Gaps: []Gap{}, Truncated: s.truncated}
+			Last: utc(s.last), Starts: s.starts, Stops: s.stops, Gaps: []Gap{}, Truncated: s.truncated,
+			MaxSilence: FormatDuration(time.Duration(g)), Heartbeats: s.hb.beats, HeartbeatDecisions: s.hb.counted, HeldLines: s.hb.held}
+		if s.hb.beats > 0 {
+			s.hb.flush(c)
+			in.HeartbeatInterval = FormatDuration(time.Duration(s.hb.interval))
+			var known bool
+			in.LostLines, in.LostLegacyLines, known = s.hb.lost()
+			in.LostUnknown = !known
+			cov.LostLines += in.LostLines
+			cov.LostLegacyLines += in.LostLegacyLines
+		}
 		// explained: a silence from cursor on has a reason. At the period's
 		// start that is a stop before it, or, for an instance first seen in
 		// the period, a start before it served (see the top of the file).
@@ -367,12 +432,12 @@ func (a *Aggregator) coverage() Coverage {
 		if s.hasBefore {
 			explained = s.before.stopped()
 			in.Stopped = explained
-		} else if len(s.spans) > 0 { // none only when its lines did not fit (truncated)
-			explained = s.spans[0].startedFirst()
+		} else if len(spans) > 0 { // none only when its lines did not fit (truncated)
+			explained = spans[0].startedFirst()
 		}
 		cursor := qs
-		for i := range s.spans {
-			sp := &s.spans[i]
+		for i := range spans {
+			sp := &spans[i]
 			if sp.from-cursor > g && !explained {
 				in.Gaps = append(in.Gaps, newGap(cursor, sp.from))
 			}
@@ -385,8 +450,9 @@ func (a *Aggregator) coverage() Coverage {
 		}
 		cov.Holes += len(in.Gaps)
 		cov.Instances = append(cov.Instances, in)
-		all = append(all, s.spans...)
+		all = append(all, spans...)
 	}
+	g = gAll
 	slices.SortFunc(cov.Instances, func(x, y Instance) int { return strings.Compare(x.Name, y.Name) })
 
 	slices.SortFunc(all, func(x, y span) int { return cmp.Compare(x.from, y.from) })

@@ -39,6 +39,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		Holes      []instanceHole
 		MoreHoles  int
 		Down       []Gap
+		Heartbeats int
 	}{
 		R:          r,
 		Users:      users,
@@ -53,6 +54,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		Holes:      holes[:min(htmlHoles, len(holes))],
 		MoreHoles:  max(len(holes)-htmlHoles, 0),
 		Down:       r.Coverage.downtimes(),
+		Heartbeats: heartbeatInstances(&r.Coverage),
 	})
 }
 
@@ -340,7 +342,13 @@ svg text { font: 11px system-ui, sans-serif; fill: #5b6573; }
 <tr><th>instance</th><th class="n">lines</th><th class="n">quiet period lines</th><th>first</th><th>last</th><th class="n">starts</th><th class="n">stops</th><th>stopped</th><th class="n">holes</th></tr>
 {{range .R.Coverage.Instances}}<tr><td>{{inst .Name}}</td><td class="n">{{.Lines}}</td><td class="n">{{.QuietLines}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td><td class="n">{{.Starts}}</td><td class="n">{{.Stops}}</td><td>{{.Stopped}}</td><td class="n">{{len .Gaps}}{{if .Truncated}} (truncated){{end}}</td></tr>
 {{end}}</table>
-{{if .Holes}}<h2>Holes ({{.R.Coverage.Holes}}{{if .MoreHoles}}, first {{len .Holes}} shown{{end}}, oldest first)</h2>
+{{if .Heartbeats}}<h2>Heartbeats per instance</h2>
+<p>Decisions the heartbeats counted, against the lines read: a line counted but missing was lost on the way (a log pipeline dropped it). {{.R.Coverage.LostLines}} decisions without a line{{if .R.Coverage.LostLegacyLines}}, {{.R.Coverage.LostLegacyLines}} of them legacy{{end}}.</p>
+<table>
+<tr><th>instance</th><th class="n">heartbeats</th><th>interval</th><th>max silence</th><th class="n">decisions counted</th><th class="n">lines missing</th><th class="n">lost legacy</th><th class="n">held (in summaries)</th></tr>
+{{range .R.Coverage.Instances}}<tr><td>{{inst .Name}}</td><td class="n">{{.Heartbeats}}</td><td>{{.HeartbeatInterval}}</td><td>{{.MaxSilence}}</td><td class="n">{{.HeartbeatDecisions}}</td><td class="n">{{if .LostUnknown}}unknown{{else}}{{.LostLines}}{{end}}</td><td class="n">{{.LostLegacyLines}}</td><td class="n">{{.HeldLines}}</td></tr>
+{{end}}</table>
+{{end}}{{if .Holes}}<h2>Holes ({{.R.Coverage.Holes}}{{if .MoreHoles}}, first {{len .Holes}} shown{{end}}, oldest first)</h2>
 <table>
 <tr><th>instance</th><th>from</th><th>to</th><th>silent for</th></tr>
 {{range .Holes}}<tr><td>{{inst .Name}}</td><td>{{ts .Gap.From}}</td><td>{{ts .Gap.To}}</td><td>{{.Gap.Duration}}</td></tr>

@@ -22,6 +22,7 @@ const (
 	fOrigin
 	fUserAgent
 	fInstance
+	fRepeat // a number: a log budget summary stands for that many lines
 	numFields
 )
 
@@ -39,6 +40,7 @@ var fieldNames = [numFields]string{
 	fOrigin:    event.FieldOrigin,
 	fUserAgent: event.FieldUserAgent,
 	fInstance:  event.FieldInstance,
+	fRepeat:    event.FieldRepeat,
 }
 
 // fieldIndex returns the index of a wanted key, or -1. A switch on
@@ -67,6 +69,8 @@ func fieldIndex(key []byte) int {
 		return fUserAgent
 	case event.FieldInstance:
 		return fInstance
+	case event.FieldRepeat:
+		return fRepeat
 	}
 	return -1
 }
@@ -125,6 +129,7 @@ type parser struct {
 	// instance, when not nil, is the instance of a line that has no
 	// instance field: a Render record's instance label (formats.go).
 	instance []byte
+	start    int // where the object begins in the line last parsed
 }
 
 // recentInstances is how many instance names the parser and the
@@ -167,6 +172,7 @@ func (p *parser) parse(line []byte) bool {
 				p.rec.val[fInstance] = p.instance
 				p.rec.present |= 1 << fInstance
 			}
+			p.start = off + i
 			return true
 		}
 		off += i + 1
@@ -209,6 +215,16 @@ func (p *parser) parseObject(b []byte) bool {
 			p.rec.val[f] = v
 			p.rec.present |= 1 << f
 			p.rec.bad &^= 1 << f
+		case f == fRepeat && (b[i] == '-' || ('0' <= b[i] && b[i] <= '9')):
+			// The one numeric field: its literal, checked by the reader.
+			n, ok = p.skipValue(b, i)
+			p.rec.val[f] = b[i:n]
+			p.rec.present |= 1 << f
+			p.rec.bad &^= 1 << f
+		case f == fRepeat && b[i] == '"':
+			n, ok = skipString(b, i)
+			p.rec.present &^= 1 << f
+			p.rec.bad |= 1 << f
 		case b[i] == '"':
 			var v []byte
 			v, n, ok = p.readString(b, i)

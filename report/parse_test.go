@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"authgate/event"
 	"authgate/report/internal/loggen"
 )
 
@@ -35,14 +36,26 @@ func extracted(p *parser) map[string]string {
 // reference extracts the same fields with encoding/json.
 func reference(t testing.TB, line []byte) map[string]string {
 	var obj map[string]any
-	if err := json.Unmarshal(line, &obj); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber() // repeat is the one numeric field: its literal
+	if err := dec.Decode(&obj); err != nil {
 		t.Fatalf("encoding/json: %v", err)
 	}
 	m := make(map[string]string)
 	for _, name := range fieldNames {
 		switch v := obj[name].(type) {
 		case nil:
+		case json.Number:
+			if name == event.FieldRepeat {
+				m[name] = string(v)
+			} else {
+				m[name] = "<bad>"
+			}
 		case string:
+			if name == event.FieldRepeat {
+				m[name] = "<bad>"
+				break
+			}
 			m[name] = v
 		default:
 			m[name] = "<bad>"
@@ -164,6 +177,10 @@ func checkAgainstReference(t *testing.T, line []byte) {
 
 // fuzzSeeds is the seed corpus of FuzzParseLine.
 var fuzzSeeds = []string{
+	`{"event":"auth","time":"2025-08-02T10:00:00Z","class":"uuid","user":"u","repeat":95}`, // a log budget summary
+	`{"event":"auth","repeat":"95"}`,                // repeat as a string: bad
+	`{"event":"auth","repeat":1.5e3,"repeat":null}`, // a number, then null: absent
+	`{"event":"heartbeat","decisions":[{"route":"r","class":"uuid","action":"reject","count":3}],"legacy_users":["u"]}`,
 	typicalLine,
 	// escapes in values and keys, surrogate pairs and lone surrogates
 	`{"user_agent":"a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00\ud800\udc00x\ud800"}`,

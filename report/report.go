@@ -97,6 +97,11 @@ type Lines struct {
 	SkippedBy  SkippedBy  `json:"skipped_by"`
 	FilteredBy FilteredBy `json:"filtered_by"`
 	ByFormat   ByFormat   `json:"by_format"` // how the lines came (see formats.go)
+	// Summaries are the events that are log budget summaries (repeat:
+	// N), Summarised the decisions they stand for (the sum of their N),
+	// all counted in totals.
+	Summaries  int64 `json:"summaries"`
+	Summarised int64 `json:"summarised"`
 }
 
 // SkippedBy breaks down Lines.Skipped.
@@ -141,6 +146,11 @@ type Legacy struct {
 	LastUser  string     `json:"last_user"` // "" when the last request had no user
 	Rejected  int64      `json:"rejected"`
 	Anonymous int64      `json:"anonymous_requests"` // requests without a user field
+	// HeartbeatRequests are the legacy decisions heartbeats counted in
+	// the window (with or without a line), HeartbeatQuietRequests those
+	// counted by heartbeats written in the quiet period.
+	HeartbeatRequests      int64 `json:"heartbeat_requests"`
+	HeartbeatQuietRequests int64 `json:"heartbeat_quiet_period_requests"`
 }
 
 // Day counts one UTC day.
@@ -172,6 +182,11 @@ type User struct {
 	UserAgentsOverflow int64     `json:"user_agents_overflow"`
 	OriginsOverflow    int64     `json:"origins_overflow"`
 	RoutesOverflow     int64     `json:"routes_overflow"`
+	// Heartbeats are the heartbeats that named the user (their times
+	// bound first_seen and last_seen when no line of it survived: then
+	// requests is 0); QuietHeartbeats those in the quiet period.
+	Heartbeats      int64 `json:"heartbeats"`
+	QuietHeartbeats int64 `json:"quiet_period_heartbeats"`
 }
 
 // Top is a value with its count of legacy requests and legacy users.
@@ -282,6 +297,8 @@ func (a *Aggregator) Report() *Report {
 
 	r.Days = a.dayList()
 	r.Users, r.TopUserAgents, r.TopOrigins, r.Routes = a.userLists()
+	r.Legacy.Users = len(r.Users) // users named only by heartbeats included
+	r.Legacy.HeartbeatRequests, r.Legacy.HeartbeatQuietRequests = a.hbLegacy, a.hbQuietLegacy
 	for _, u := range r.Users {
 		if u.Would > 0 {
 			r.Would.LegacyUsers++
@@ -382,6 +399,18 @@ func (a *Aggregator) userLists() (users []User, uas, origins []Top, routes []Rou
 			routeUsers[v.v]++
 		}
 	}
+	for id, h := range a.hbUsers {
+		u := a.users[id]
+		if u == nil {
+			users = append(users, User{User: id, FirstSeen: utc(h.first), LastSeen: utc(h.last),
+				UserAgents: []string{}, Origins: []string{}, Routes: []string{}, Heartbeats: h.beats, QuietHeartbeats: h.quiet})
+		}
+	}
+	for i := range users {
+		if h := a.hbUsers[users[i].User]; h != nil {
+			users[i].Heartbeats, users[i].QuietHeartbeats = h.beats, h.quiet
+		}
+	}
 	slices.SortFunc(users, func(x, y User) int {
 		if c := y.LastSeen.Compare(x.LastSeen); c != 0 {
 			return c
@@ -452,7 +481,7 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 	}
 	var recent []User
 	for _, u := range r.Users {
-		if u.QuietRequests > 0 {
+		if u.QuietRequests > 0 || u.QuietHeartbeats > 0 {
 			recent = append(recent, u)
 		}
 	}
@@ -460,10 +489,15 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 	since := utc(a.quietStart).Format(time.RFC3339)
 
 	switch {
-	case a.quiet.legacy > 0:
+	case a.quiet.legacy > 0 || a.hbQuietLegacy > 0:
 		v.Status, v.ExitCode = StatusNotSafe, ExitNotSafe
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s in the last %s (since %s)", plural(a.quiet.legacy, "legacy request"), quietFor, since)
+		if a.quiet.legacy > 0 {
+			fmt.Fprintf(&b, "%s in the last %s (since %s)", plural(a.quiet.legacy, "legacy request"), quietFor, since)
+		} else {
+			fmt.Fprintf(&b, "no legacy request line in the last %s (since %s), but heartbeats counted %s there: "+
+				"their lines were lost on the way (see coverage lost_lines)", quietFor, since, plural(a.hbQuietLegacy, "legacy request"))
+		}
 		if v.LegacyUsers > 0 {
 			fmt.Fprintf(&b, " from %s", plural(int64(v.LegacyUsers), "user"))
 		}
@@ -473,13 +507,21 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 		if a.quiet.legacyRejected > 0 {
 			fmt.Fprintf(&b, ", %d of them rejected", a.quiet.legacyRejected)
 		}
-		fmt.Fprintf(&b, "; last seen %s", r.Legacy.LastSeen.Format(time.RFC3339))
-		if r.Legacy.LastUser != "" {
-			fmt.Fprintf(&b, " from user %s", r.Legacy.LastUser)
+		if a.quiet.legacy > 0 && a.hbQuietLegacy > a.quiet.legacy {
+			fmt.Fprintf(&b, " (heartbeats counted %d: some lines were lost)", a.hbQuietLegacy)
+		}
+		if r.Legacy.LastSeen != nil {
+			fmt.Fprintf(&b, "; last seen %s", r.Legacy.LastSeen.Format(time.RFC3339))
+			if r.Legacy.LastUser != "" {
+				fmt.Fprintf(&b, " from user %s", r.Legacy.LastUser)
+			}
 		}
 		if len(recent) > 0 {
 			slices.SortFunc(recent, func(x, y User) int {
 				if c := cmp.Compare(y.QuietRequests, x.QuietRequests); c != 0 {
+					return c
+				}
+				if c := cmp.Compare(y.QuietHeartbeats, x.QuietHeartbeats); c != 0 {
 					return c
 				}
 				return strings.Compare(x.User, y.User)
@@ -489,7 +531,11 @@ func (a *Aggregator) verdict(r *Report) Verdict {
 				if i > 0 {
 					b.WriteByte(',')
 				}
-				fmt.Fprintf(&b, " %s (%d)", u.User, u.QuietRequests)
+				if u.QuietRequests == 0 {
+					fmt.Fprintf(&b, " %s (named by %s)", u.User, plural(u.QuietHeartbeats, "heartbeat"))
+				} else {
+					fmt.Fprintf(&b, " %s (%d)", u.User, u.QuietRequests)
+				}
 			}
 		}
 		var agents []string

@@ -75,6 +75,20 @@ func (r *Report) WriteText(w io.Writer) error {
 		p(", %d lines untracked", cv.UntrackedLines)
 	}
 	p("\n")
+	if hb := heartbeatInstances(&cv); hb > 0 {
+		p("heartbeats from %s: %s counted without a line (lost on the way)", plural(int64(hb), "instance"),
+			plural(cv.LostLines, "decision"))
+		if cv.LostLegacyLines > 0 {
+			p(", %d of them legacy", cv.LostLegacyLines)
+		}
+		if lg.HeartbeatRequests > 0 {
+			p("; %s counted by heartbeats (%d in the quiet period)", plural(lg.HeartbeatRequests, "legacy request"), lg.HeartbeatQuietRequests)
+		}
+		p("\n")
+	}
+	if r.Lines.Summaries > 0 {
+		p("summaries %d log budget summary lines stand for %d decisions (counted in full)\n", r.Lines.Summaries, r.Lines.Summarised)
+	}
 
 	table := func(title string, header string, rows [][]string) {
 		p("\n%s\n", title)
@@ -109,6 +123,21 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	table(fmt.Sprintf("COVERAGE PER INSTANCE (quiet period %s .. %s)", cv.From.Format(time.RFC3339), cv.To.Format(time.RFC3339)),
 		"instance\tlines\tquiet period lines\tfirst\tlast\tstarts\tstops\tstopped\tholes", rows)
+	if heartbeatInstances(&cv) > 0 {
+		rows = nil
+		for _, in := range cv.Instances {
+			lost := n(in.LostLines, 10) + " lost"
+			if in.LostUnknown {
+				lost = "unknown"
+			} else if in.LostLegacyLines > 0 {
+				lost += fmt.Sprintf(" (%d legacy)", in.LostLegacyLines)
+			}
+			rows = append(rows, []string{instanceLabel(in.Name), n(in.Heartbeats, 10), in.HeartbeatInterval, in.MaxSilence,
+				n(in.HeartbeatDecisions, 10), lost, n(in.HeldLines, 10)})
+		}
+		table("HEARTBEATS PER INSTANCE (decisions counted against the lines read)",
+			"instance	heartbeats	interval	max silence	decisions counted	lines missing	held (in summaries)", rows)
+	}
 	if cv.Holes > 0 {
 		rows = nil
 		hs := cv.holes()
