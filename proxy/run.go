@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"authgate/event"
 	"authgate/policy"
@@ -93,7 +95,7 @@ func Run(ctx context.Context, opt RunOptions) error {
 	// No TCP keep-alive on accept: a relayed WebSocket gets it when it
 	// starts (clientKeepAlive); a rejection or a plain HTTP exchange, which
 	// ends or idles out on its own, is spared three socket options.
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: deferAccept}
 	ln, err := lc.Listen(ctx, "tcp", snap.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", snap.Listen, err)
@@ -302,3 +304,20 @@ func (c *jwksCache) stop() {
 		c.cancel()
 	}
 }
+
+// deferAccept sets TCP_DEFER_ACCEPT on the public listener (nginx's
+// "listen ... deferred"): the kernel hands a connection to accept only
+// once its first bytes, the request, have arrived, so a handshake costs
+// no wake-up and no read that finds nothing (EAGAIN) before the request
+// is there. Every client of an HTTP proxy speaks first. A kernel that
+// refuses the option leaves the listener as it was.
+func deferAccept(network, address string, c syscall.RawConn) error {
+	c.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+	})
+	return nil
+}
+
+// deferAcceptSeconds bounds how long the kernel holds back a connection
+// that has sent nothing (tcp(7): it bounds the SYN-ACK retransmissions).
+const deferAcceptSeconds = 5
