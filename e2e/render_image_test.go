@@ -97,19 +97,7 @@ func TestRenderImage(t *testing.T) {
 
 	// The image's file system: a root-owned 0755 tree, readable by the
 	// image's user, writable only by root.
-	tmp, err := os.MkdirTemp("", "authgate-render-image-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		filepath.Walk(tmp, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.IsDir() {
-				os.Chmod(p, 0o755)
-			}
-			return nil
-		})
-		os.RemoveAll(tmp)
-	})
+	tmp := imageTempDir(t, "authgate-render-image-")
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -407,4 +395,24 @@ func renderOr(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// imageTempDir is a directory for an image's file system, removed at the
+// end of the test even where the test made parts of it read-only.
+func imageTempDir(t *testing.T, prefix string) string {
+	t.Helper()
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		filepath.Walk(tmp, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+		os.RemoveAll(tmp)
+	})
+	return tmp
 }

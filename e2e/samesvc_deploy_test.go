@@ -397,20 +397,7 @@ func TestSameServiceNative(t *testing.T) {
 	cmd := exec.Command("bash", "-c", svc.StartCommand)
 	cmd.Dir, cmd.Env = svcDir, env
 	p := startRenderProc(t, "authgate (native)", cmd, filepath.Join(tmp, "authgate.log"), 30*time.Second)
-	err = renderPoll(p, 30*time.Second, func() error {
-		resp, err := noKeepAlive.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, svc.HealthCheckPath))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("health: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("%v\nlog:\n%s\nstderr:\n%s", err, p.logText(), p.stderr.String())
-	}
+	waitHealthy(t, p, fmt.Sprintf("http://127.0.0.1:%d%s", port, svc.HealthCheckPath))
 	open := exampleTraffic(t, port)
 	sigtermAndWait(t, p, open, 25*time.Second)
 }
@@ -438,19 +425,7 @@ func TestSameServiceImage(t *testing.T) {
 		t.Fatalf("Dockerfile final-stage RUN %q: this test stands in for %q only", df.finalRuns, want)
 	}
 
-	tmp, err := os.MkdirTemp("", "authgate-samesvc-image-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		filepath.Walk(tmp, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.IsDir() {
-				os.Chmod(p, 0o755)
-			}
-			return nil
-		})
-		os.RemoveAll(tmp)
-	})
+	tmp := imageTempDir(t, "authgate-samesvc-image-")
 	os.Chmod(tmp, 0o755)
 	img := imageRoot(filepath.Join(tmp, "image"))
 	out := filepath.Join(tmp, "build", filepath.FromSlash(df.buildOut))
@@ -553,20 +528,7 @@ func TestSameServiceImage(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	t.Logf("running %q as uid %d in %s with %q", argv, uid, workdir, env)
 	p := startRenderProc(t, "authgate (image)", cmd, filepath.Join(t.TempDir(), "authgate.log"), 30*time.Second)
-	err = renderPoll(p, 30*time.Second, func() error {
-		resp, err := noKeepAlive.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, docker.HealthCheckPath))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("health: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("%v\nlog:\n%s\nstderr:\n%s", err, p.logText(), p.stderr.String())
-	}
+	waitHealthy(t, p, fmt.Sprintf("http://127.0.0.1:%d%s", port, docker.HealthCheckPath))
 	// authgate and its child run as the image's user, the child with
 	// the image's environment plus PORT=8001.
 	child := int(renderLogEvents(t, p.logPath, "upstream_start")[0]["pid"].(float64))
@@ -596,5 +558,25 @@ func TestSameServiceImage(t *testing.T) {
 	sigtermAndWait(t, p, open, 25*time.Second)
 	if after, _ := os.ReadDir(workdir); len(after) != len(before) {
 		t.Errorf("the working directory changed: %d entries, was %d", len(after), len(before))
+	}
+}
+
+// waitHealthy waits up to 30 s for url to answer 200, failing the test
+// with p's log and stderr if it does not.
+func waitHealthy(t *testing.T, p *renderProc, url string) {
+	t.Helper()
+	err := renderPoll(p, 30*time.Second, func() error {
+		resp, err := noKeepAlive.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("health: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s\nstderr:\n%s", err, p.logText(), p.stderr.String())
 	}
 }
