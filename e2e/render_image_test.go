@@ -107,20 +107,9 @@ func TestRenderImage(t *testing.T) {
 	// Build with the Dockerfile's line, in the repository (the build
 	// stage's `COPY . .` into its WORKDIR).
 	out := filepath.Join(stage, filepath.FromSlash(df.buildOut))
-	args := slices.Clone(df.buildArgs)
-	for i := range args {
-		if i > 0 && args[i-1] == "-o" {
-			args[i] = out
-		}
-	}
-	build := exec.Command("go", append([]string{"build"}, args...)...)
-	build.Dir = root
-	build.Env = append(os.Environ(), df.buildEnv...)
 	t.Logf("building: %q go build %q", df.buildEnv, df.buildArgs)
 	start := time.Now()
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	buildAsDockerfile(t, root, df, out)
 	t.Logf("built in %v", time.Since(start).Round(time.Millisecond))
 	for _, step := range df.afterward {
 		if step[0] != df.buildOut {
@@ -415,4 +404,23 @@ func imageTempDir(t *testing.T, prefix string) string {
 		os.RemoveAll(tmp)
 	})
 	return tmp
+}
+
+// buildAsDockerfile runs the Dockerfile's go build line in the repository
+// root (the build stage's COPY . .), with its environment, writing the
+// binary to out instead of the line's -o path.
+func buildAsDockerfile(t *testing.T, root string, df *dockerfile, out string) {
+	t.Helper()
+	args := slices.Clone(df.buildArgs)
+	for i := range args {
+		if i > 0 && args[i-1] == "-o" {
+			args[i] = out
+		}
+	}
+	build := exec.Command("go", append([]string{"build"}, args...)...)
+	build.Dir = root
+	build.Env = append(os.Environ(), df.buildEnv...)
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
 }

@@ -429,18 +429,7 @@ func TestSameServiceImage(t *testing.T) {
 	os.Chmod(tmp, 0o755)
 	img := imageRoot(filepath.Join(tmp, "image"))
 	out := filepath.Join(tmp, "build", filepath.FromSlash(df.buildOut))
-	args := slices.Clone(df.buildArgs)
-	for i := range args {
-		if i > 0 && args[i-1] == "-o" {
-			args[i] = out
-		}
-	}
-	build := exec.Command("go", append([]string{"build"}, args...)...)
-	build.Dir = root
-	build.Env = append(os.Environ(), df.buildEnv...)
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	buildAsDockerfile(t, root, df, out)
 	renderAssertStatic(t, out)
 	for _, c := range df.copies {
 		src, dst := c[0], c[1]
