@@ -312,6 +312,21 @@ func TestRenderImage(t *testing.T) {
 		t.Errorf("legacy UUID: the backend saw %+v; want a minted JWT for sub %s", h, want)
 	}
 	legacy.closeWith(1000, "", 5*time.Second)
+	// The client has the close frame back before authgate has finished the
+	// relay (the backend's TCP close, then the ws_close line): wait for
+	// that line, so that SIGTERM finds only the JWT connection open.
+	if err := waitFor(5*time.Second, func() error {
+		b, err := os.ReadFile(p.logPath)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), `"event":"ws_close"`) {
+			return fmt.Errorf("no ws_close line in %s", p.logPath)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the legacy connection, closed by the client: %v", err)
+	}
 
 	// SIGTERM with the JWT connection open: 1012, then exit 0 within
 	// shutdown_timeout, which must be under Render's 30 s.
