@@ -160,6 +160,20 @@ func (s *syncBuffer) String() string {
 // idle connection, so authgate's descriptor count is not ours to explain.
 var noKeepAlive = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
+// get200 GETs url on a fresh connection and reports an error unless the
+// answer is 200.
+func get200(url string) error {
+	resp, err := noKeepAlive.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
 // waitFor polls cond every 50ms until it returns nil or d passes.
 func waitFor(d time.Duration, cond func() error) error {
 	deadline := time.Now().Add(d)
@@ -223,15 +237,7 @@ func (b *backend) start() error {
 			return errors.New("exited")
 		default:
 		}
-		resp, err := noKeepAlive.Get(b.URL() + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("healthz: %s", resp.Status)
-		}
-		return nil
+		return get200(b.URL() + "/healthz")
 	})
 	if err != nil {
 		b.kill()
@@ -414,15 +420,7 @@ func startGate(t testing.TB, p gateParams) *gate {
 			return errors.New("exited")
 		default:
 		}
-		resp, err := noKeepAlive.Get("http://" + p.Admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return errors.New(resp.Status)
-		}
-		return nil
+		return get200("http://" + p.Admin + "/readyz")
 	})
 	if err != nil {
 		t.Fatalf("authgate did not become ready: %v\nstderr:\n%s\nlog:\n%s", err, g.stderr.String(), g.logText())

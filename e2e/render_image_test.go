@@ -242,17 +242,7 @@ func TestRenderImage(t *testing.T) {
 	// Render's health check, on the public port.
 	svc := bp.Services[0]
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	err = renderPoll(p, 20*time.Second, func() error {
-		resp, err := noKeepAlive.Get(base + svc.HealthCheckPath)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("GET %s: %s", svc.HealthCheckPath, resp.Status)
-		}
-		return nil
-	})
+	err = renderPoll(p, 20*time.Second, func() error { return get200(base + svc.HealthCheckPath) })
 	if err != nil {
 		t.Fatalf("render.yaml's healthCheckPath %s never answered 200: %v\nstderr:\n%s\nlog:\n%s", svc.HealthCheckPath, err, p.stderr.String(), p.logText())
 	}

@@ -554,17 +554,7 @@ func TestSameServiceImage(t *testing.T) {
 // with p's log and stderr if it does not.
 func waitHealthy(t *testing.T, p *renderProc, url string) {
 	t.Helper()
-	err := renderPoll(p, 30*time.Second, func() error {
-		resp, err := noKeepAlive.Get(url)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("health: %s", resp.Status)
-		}
-		return nil
-	})
+	err := renderPoll(p, 30*time.Second, func() error { return get200(url) })
 	if err != nil {
 		t.Fatalf("%v\nlog:\n%s\nstderr:\n%s", err, p.logText(), p.stderr.String())
 	}
