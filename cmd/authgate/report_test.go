@@ -5,6 +5,7 @@ package main
 // instance as a log drain keeps them.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -274,6 +275,7 @@ func TestReportMaxGapUsage(t *testing.T) {
 func TestReportReadsServeLogs(t *testing.T) {
 	backend := newEchoBackend(t)
 	dir := t.TempDir()
+	var stderrs = map[string]*bytes.Buffer{"srv-test-a": {}, "srv-test-b": {}}
 	serve := func(id string) (*exec.Cmd, string, int) {
 		port := freePort(t)
 		cfg := fmt.Sprintf(`listen: "127.0.0.1:%d"
@@ -300,6 +302,7 @@ routes:
 		cmd := authgate("serve", "--config", path)
 		cmd.Env = append(cmd.Env, "RENDER_INSTANCE_ID="+id)
 		cmd.Stdout = logFile
+		cmd.Stderr = stderrs[id]
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -326,7 +329,7 @@ routes:
 	}
 	a.Process.Signal(syscall.SIGTERM)
 	if err := a.Wait(); err != nil {
-		t.Fatalf("srv-test-a exit: %v", err)
+		t.Fatalf("srv-test-a exit: %v\nstderr:\n%s", err, stderrs["srv-test-a"])
 	}
 
 	// The log of the one still running is read as it is being written.
